@@ -1,0 +1,43 @@
+# `make test` and `make demo` work on a fresh Debian 12 machine (as root, or with sudo):
+# they install the system packages that are missing, build .venv, then run.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := orthanc fuse3 libfuse3-dev pkg-config dcmtk curl
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTEST_ARGS ?=
+
+.PHONY: all system-deps venv test lint demo clean
+
+all: test
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+$(BIN)/orthancfs: setup.cfg pyproject.toml | system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+venv: system-deps $(BIN)/orthancfs
+
+lint: venv
+	$(BIN)/ruff check orthancfs tests
+
+test: venv
+	$(BIN)/ruff check orthancfs tests
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: venv
+	$(BIN)/orthancfs demo pacs
+
+clean:
+	-fusermount3 -u -z pacs 2>/dev/null
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,61 @@
+"""Metadata caching: a TTL cache that also merges concurrent requests for one key.
+
+When the kernel walks a tree it often asks for the same directory from several
+threads at once; only the first asks Orthanc, the others wait for its answer.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future
+from typing import Any
+
+from cachetools import TTLCache
+
+
+class MetadataCache:
+    """Answers of Orthanc kept for `ttl` seconds (ttl 0: nothing kept, requests still merged)."""
+
+    def __init__(self, ttl: float, maxsize: int = 4096):
+        self.ttl = ttl
+        self._store: TTLCache | None = TTLCache(maxsize, ttl) if ttl > 0 else None
+        self._inflight: dict[Hashable, Future] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        with self._lock:
+            if self._store is not None and key in self._store:
+                return self._store[key]
+            future = self._inflight.get(key)
+            owner = future is None
+            if owner:
+                future = self._inflight[key] = Future()
+        if not owner:
+            return future.result()
+        return self._compute(key, compute, future)
+
+    def _compute(self, key: Hashable, compute: Callable[[], Any], future: Future) -> Any:
+        try:
+            value = compute()
+        except BaseException as exc:
+            with self._lock:
+                del self._inflight[key]
+            future.set_exception(exc)
+            raise
+        with self._lock:
+            del self._inflight[key]
+            if self._store is not None:
+                self._store[key] = value
+        future.set_result(value)
+        return value
+
+    def invalidate(self, key: Hashable | None = None) -> None:
+        """Forget one key, or everything."""
+        with self._lock:
+            if self._store is None:
+                return
+            if key is None:
+                self._store.clear()
+            else:
+                self._store.pop(key, None)

@@ -1,0 +1,1 @@
+"""A private Orthanc with generated sample studies, for the demo and the tests."""

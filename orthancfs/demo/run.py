@@ -1,0 +1,39 @@
+"""`orthancfs demo`: a private Orthanc with sample studies, mounted."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from ..orthanc import ClientSettings
+from .samples import demo_specs, make_dicom
+from .server import OrthancServer
+
+log = logging.getLogger(__name__)
+
+
+def run_demo(args: argparse.Namespace, mount_tree: Callable[..., None]) -> int:
+    mountpoint = Path(args.mountpoint).absolute()
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="orthancfs-demo-") as workdir, OrthancServer(Path(workdir)) as server:
+        with server.client() as client:
+            for spec in demo_specs():
+                client.upload(make_dicom(spec))
+        log.info("demo Orthanc on %s (storage in %s)", server.url, workdir)
+        args.mountpoint = str(mountpoint)
+        mount_tree(args, ClientSettings(server.url), on_ready=lambda: _show(mountpoint))
+    return 0
+
+
+def _show(mountpoint: Path) -> None:
+    """Print what the mount shows, read through the mount itself."""
+    patients = mountpoint / "by-patients"
+    print(f"\northancfs demo mounted at {mountpoint}\n\n$ ls {patients}", flush=True)
+    for name in sorted(os.listdir(patients)):
+        print(f"  {name}", flush=True)
+    print(f"\nTry: find {mountpoint} -type f | head;  ls {mountpoint}/by-dates\n"
+          f"Stop with Ctrl-C (or: fusermount3 -u {mountpoint}).\n", flush=True)

@@ -1,0 +1,114 @@
+"""Start and stop a private Orthanc: loopback only, its own port, storage and config."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import OrthancFSError, StartupError
+from ..orthanc import ClientSettings, OrthancClient
+
+log = logging.getLogger(__name__)
+
+ORTHANC_BINARY = os.environ.get("ORTHANC_BINARY", "/usr/sbin/Orthanc")
+START_TIMEOUT = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class OrthancServer:
+    """A throw-away Orthanc process in `workdir` (storage, config and log live there)."""
+
+    def __init__(self, workdir: Path, users: dict[str, str] | None = None, config: dict[str, Any] | None = None):
+        self.workdir = Path(workdir)
+        self.users = users or {}
+        self.port = free_port()
+        self.extra_config = config or {}
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "orthanc.log"
+
+    def config(self) -> dict[str, Any]:
+        storage = str(self.workdir / "storage")
+        return {
+            "Name": "orthancfs-private", "StorageDirectory": storage, "IndexDirectory": storage,
+            "HttpPort": self.port, "RemoteAccessAllowed": False, "DicomServerEnabled": False,
+            "AuthenticationEnabled": bool(self.users), "RegisteredUsers": self.users,
+            "Plugins": [], "LuaScripts": [], "WebDavEnabled": True, "HttpDescribeErrors": True,
+            "SaveJobs": False, "DefaultEncoding": "Utf8", **self.extra_config,
+        }
+
+    def start(self) -> None:
+        if not os.path.exists(ORTHANC_BINARY):
+            raise StartupError(f"Orthanc is not installed ({ORTHANC_BINARY} is missing; apt-get install orthanc)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config_path = self.workdir / "orthanc.json"
+        config_path.write_text(json.dumps(self.config(), indent=2))
+        with open(self.log_path, "ab") as log_file:
+            self.process = subprocess.Popen([ORTHANC_BINARY, str(config_path)], stdout=log_file,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.workdir)
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        with self.client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise StartupError(f"Orthanc exited at start-up: {self._log_tail()}")
+                try:
+                    client.get_json("/system")
+                    return
+                except OrthancFSError:
+                    time.sleep(0.05)
+        self.stop()
+        raise StartupError(f"Orthanc did not answer within {START_TIMEOUT:.0f}s: {self._log_tail()}")
+
+    def _log_tail(self) -> str:
+        lines = self.log_path.read_text(errors="replace").splitlines() if self.log_path.exists() else []
+        return lines[-1] if lines else "(no log)"
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def client(self, timeout: float = 30.0) -> _ClosingClient:
+        user, password = next(iter(self.users.items()), (None, None))
+        return _ClosingClient(ClientSettings(self.url, user, password, timeout=timeout, retries=0))
+
+    def __enter__(self) -> OrthancServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class _ClosingClient(OrthancClient):
+    def __enter__(self) -> OrthancClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

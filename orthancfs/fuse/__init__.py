@@ -1,0 +1,1 @@
+"""The pyfuse3 frontend: translates kernel requests into tree-model calls."""

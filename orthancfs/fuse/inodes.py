@@ -1,0 +1,51 @@
+"""Inode numbers for nodes, with the kernel's lookup counts.
+
+Inode numbers are never reused, so generation numbers are unnecessary; an
+entry is dropped when the kernel forgets its last reference.
+"""
+
+from __future__ import annotations
+
+import pyfuse3
+
+from ..tree import Node
+from ..tree.nodes import NodeKey
+
+
+class InodeTable:
+    """node key <-> inode number, plus how many references the kernel holds."""
+
+    def __init__(self, root: Node):
+        self._nodes: dict[int, Node] = {pyfuse3.ROOT_INODE: root}
+        self._counts: dict[int, int] = {pyfuse3.ROOT_INODE: 1}
+        self._inodes: dict[NodeKey, int] = {root.key: pyfuse3.ROOT_INODE}
+        self._next = pyfuse3.ROOT_INODE + 1
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def node(self, inode: int) -> Node | None:
+        return self._nodes.get(inode)
+
+    def count(self, inode: int) -> int:
+        return self._counts.get(inode, 0)
+
+    def remember(self, node: Node) -> int:
+        """The inode of `node` (newest attributes kept), its lookup count raised by one."""
+        inode = self._inodes.get(node.key)
+        if inode is None:
+            inode, self._next = self._next, self._next + 1
+            self._inodes[node.key] = inode
+            self._counts[inode] = 0
+        self._nodes[inode] = node
+        self._counts[inode] += 1
+        return inode
+
+    def forget(self, inode: int, count: int) -> None:
+        if inode == pyfuse3.ROOT_INODE or inode not in self._counts:
+            return
+        self._counts[inode] -= count
+        if self._counts[inode] <= 0:
+            node = self._nodes.pop(inode)
+            del self._counts[inode]
+            del self._inodes[node.key]

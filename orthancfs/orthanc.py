@@ -1,0 +1,221 @@
+"""OrthancClient: the only code in orthancfs that speaks HTTP.
+
+Every request has a bound: connecting may take `connect_timeout` seconds and the
+server may stay silent for at most `timeout` seconds, so a dead or frozen Orthanc
+turns into `OrthancUnavailable` instead of a hang.  Only failures that cannot
+have had an effect on the server (refused or reset connections, 502/503) are
+retried, with exponential backoff, and never past the `timeout` budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .errors import AccessDenied, NotFound, OrthancFailed, OrthancUnavailable, UsageError
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = frozenset({502, 503})
+CHUNK_SIZE = 256 * 1024
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """How to reach one Orthanc server."""
+
+    url: str
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+    insecure: bool = False
+    timeout: float = 30.0
+    connect_timeout: float = 5.0
+    pool_size: int = 16
+    retries: int = 3
+
+    def __repr__(self) -> str:  # never show the password, not even in a traceback
+        return f"ClientSettings(url={self.url!r}, username={self.username!r})"
+
+
+def validate_url(url: str) -> str:
+    """Return the URL without a trailing slash, or raise UsageError saying what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"not an http(s) URL: {url!r}")
+    if parts.username or parts.password:
+        raise UsageError("credentials in the URL would be visible to every user; use --user and --password-file")
+    if parts.query or parts.fragment:
+        raise UsageError(f"the Orthanc URL must not have a query or fragment: {url!r}")
+    try:
+        _ = parts.port  # raises for a port that is not a number in range
+    except ValueError:
+        raise UsageError(f"bad port in URL: {url!r}") from None
+    return url.rstrip("/")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the connected Orthanc can do, derived from its version."""
+
+    version: tuple[int, int, int]
+    version_text: str
+
+    @classmethod
+    def from_system(cls, system: dict[str, Any]) -> Capabilities:
+        text = str(system.get("Version", "0"))
+        if text == "mainline":  # development builds are newer than any release
+            return cls((999, 0, 0), text)
+        numbers = [int(n) for n in re.findall(r"\d+", text)[:3]]
+        numbers += [0] * (3 - len(numbers))
+        return cls((numbers[0], numbers[1], numbers[2]), text)
+
+    @property
+    def attachment_range(self) -> bool:
+        return self.version >= (1, 12, 5)
+
+    @property
+    def requested_tags(self) -> bool:
+        return self.version >= (1, 11, 0)
+
+
+class OrthancClient:
+    """A thread-safe client for Orthanc's REST API (one pooled requests.Session)."""
+
+    def __init__(self, settings: ClientSettings):
+        self.settings = settings
+        self.base_url = validate_url(settings.url)
+        self.session = self._make_session(settings)
+
+    @staticmethod
+    def _make_session(settings: ClientSettings) -> requests.Session:
+        session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=settings.pool_size, max_retries=0)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        session.trust_env = False  # a stray $http_proxy or ~/.netrc must not redirect medical data
+        if settings.username is not None:
+            session.auth = (settings.username, settings.password or "")
+        session.verify = False if settings.insecure else (settings.ca_file or True)
+        session.headers["User-Agent"] = "orthancfs"
+        return session
+
+    def close(self) -> None:
+        self.session.close()
+
+    @cached_property
+    def system(self) -> dict[str, Any]:
+        """`/system`, read once: name, version, API version."""
+        return self.get_json("/system")
+
+    @cached_property
+    def capabilities(self) -> Capabilities:
+        return Capabilities.from_system(self.system)
+
+    def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        response = self._request("GET", path, params=params)
+        try:
+            return response.json()
+        except ValueError:
+            raise OrthancFailed(f"GET {path}: Orthanc answered with something that is not JSON") from None
+
+    def get_bytes(self, path: str) -> bytes:
+        return self._request("GET", path).content
+
+    def upload(self, data: bytes) -> Any:
+        """`POST /instances`: store one DICOM file (or, from Orthanc 1.8.2, a ZIP of them)."""
+        response = self._request("POST", "/instances", data=data, headers={"Content-Type": "application/dicom"})
+        return response.json()
+
+    @contextmanager
+    def stream(self, path: str) -> Iterator[Iterator[bytes]]:
+        """Yield an iterator over the body of GET `path`, chunk by chunk."""
+        response = self._request("GET", path, stream=True)
+        with response:
+            yield self._chunks(response, path)
+
+    def _chunks(self, response: requests.Response, path: str) -> Iterator[bytes]:
+        try:
+            yield from response.iter_content(CHUNK_SIZE)
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+            raise OrthancUnavailable(f"GET {path}: download interrupted: {_reason(exc)}") from None
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        deadline = time.monotonic() + self.settings.timeout
+        for attempt in range(self.settings.retries + 1):
+            delay = 0.1 * 2**attempt
+            last_try = attempt == self.settings.retries or time.monotonic() + delay >= deadline
+            response = self._attempt(method, path, deadline, last_try, **kwargs)
+            if response is not None:
+                return response
+            log.debug("%s %s failed transiently, retrying in %.1fs", method, path, delay)
+            time.sleep(delay)
+        raise AssertionError("unreachable: the last attempt always returns or raises")
+
+    def _attempt(self, method: str, path: str, deadline: float, last_try: bool, **kwargs: Any):
+        """One try: a response, None to ask for a retry, or a raised model error."""
+        connect = max(0.1, min(self.settings.connect_timeout, deadline - time.monotonic()))
+        timeouts = (connect, self.settings.timeout)
+        try:
+            response = self.session.request(method, self.base_url + path, timeout=timeouts, **kwargs)
+        except requests.exceptions.SSLError as exc:
+            raise OrthancUnavailable(f"TLS failure talking to {self.base_url}: {_reason(exc)}") from None
+        except requests.Timeout as exc:
+            raise OrthancUnavailable(f"{method} {path}: no answer within the timeout ({_reason(exc)})") from None
+        except requests.ConnectionError as exc:
+            if last_try:
+                raise OrthancUnavailable(f"cannot reach Orthanc at {self.base_url}: {_reason(exc)}") from None
+            return None
+        if response.status_code in RETRYABLE_STATUS and not last_try:
+            response.close()
+            return None
+        _raise_for_status(method, path, response)
+        return response
+
+
+def _raise_for_status(method: str, path: str, response: requests.Response) -> None:
+    status = response.status_code
+    if status < 400:
+        return
+    detail = _orthanc_detail(response)
+    response.close()
+    what = f"{method} {path}: HTTP {status}{detail}"
+    if status == 404:
+        raise NotFound(what)
+    if status in (401, 403):
+        raise AccessDenied(what)
+    if status in (502, 503, 504):
+        raise OrthancUnavailable(what)
+    raise OrthancFailed(what)
+
+
+def _orthanc_detail(response: requests.Response) -> str:
+    """Orthanc explains errors in a JSON body (with HttpDescribeErrors): keep its words."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    if isinstance(body, dict):
+        message = body.get("Details") or body.get("Message")
+        if message:
+            return f" ({message})"
+    return ""
+
+
+def _reason(exc: Exception) -> str:
+    """The innermost, most specific cause of a requests/urllib3 error, in one line."""
+    cause: BaseException = exc
+    while cause.__context__ is not None or cause.__cause__ is not None:
+        cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+    text = str(cause) or type(cause).__name__
+    return text.splitlines()[0] if text else type(cause).__name__

@@ -1,0 +1,80 @@
+"""Nodes: what one name in the tree stands for.
+
+A node is a value.  Its `key` is unique per path in the tree (each Orthanc
+resource has exactly one parent per view), so frontends can use it as the
+identity of an inode or a WebDAV resource.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+
+class Kind(enum.Enum):
+    DIRECTORY = "directory"
+    INSTANCE = "instance"  # a DICOM file, content from GET /instances/{id}/file
+    JSON = "json"  # study.json / series.json, content from GET /{level}/{id}
+
+
+class Role(enum.StrEnum):
+    """What a directory (or file) is, which decides how its children are listed."""
+
+    ROOT = "root"
+    VIEW = "view"
+    UPLOADS = "uploads"
+    PATIENT = "patient"
+    STUDY = "study"
+    SERIES = "series"
+    YEAR = "year"
+    MONTH = "month"
+    UNDATED = "undated"
+    INSTANCE = "instance"
+    STUDY_JSON = "study.json"
+    SERIES_JSON = "series.json"
+
+
+NodeKey = tuple[str, Role, str]  # (view, role, identifier)
+
+
+@dataclass(frozen=True)
+class Node:
+    """One entry of the tree: a directory, a DICOM instance, or a JSON document."""
+
+    key: NodeKey
+    kind: Kind
+    name: str = ""
+    size: int = 0
+    mtime_ns: int = 0
+    # What the node needs to list its children or produce its content; never
+    # part of its identity (equality of keys is what matters).
+    extra: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def view(self) -> str:
+        return self.key[0]
+
+    @property
+    def role(self) -> Role:
+        return self.key[1]
+
+    @property
+    def ident(self) -> str:
+        return self.key[2]
+
+    @property
+    def is_dir(self) -> bool:
+        return self.kind is Kind.DIRECTORY
+
+    @property
+    def size_is_exact(self) -> bool:
+        """False where the content may change between stat and open (JSON documents)."""
+        return self.kind is not Kind.JSON
+
+    def named(self, name: str) -> Node:
+        return replace(self, name=name)
+
+
+def directory(view: str, role: Role, ident: str, mtime_ns: int, extra: Any = None) -> Node:
+    return Node((view, role, ident), Kind.DIRECTORY, mtime_ns=mtime_ns, extra=extra)

@@ -1,0 +1,190 @@
+"""The views: how each kind of directory lists its children.
+
+Each directory role has two halves.  `sources` fetches what the listing needs
+(network, cached by the index); `entries` turns that into wanted names and
+nodes (pure, so it can be memoized on the identity of its sources).
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .index import OrthancIndex
+from .naming import Wanted, join_fields
+from .nodes import Kind, Node, Role, directory
+
+BY_PATIENTS, BY_STUDIES, BY_DATES, BY_UIDS, UPLOADS = "by-patients", "by-studies", "by-dates", "by-uids", "uploads"
+VIEWS = (BY_DATES, BY_PATIENTS, BY_STUDIES, BY_UIDS)
+UNDATED_NAME = "unknown-date"
+
+Entry = tuple[Wanted, Node]
+Sources = tuple[Any, ...]
+
+
+def sources(index: OrthancIndex, node: Node) -> Sources:
+    """Everything (from Orthanc) that the listing of `node` depends on."""
+    role, view = node.role, node.view
+    if role in (Role.ROOT, Role.UPLOADS):
+        return ()
+    if role is Role.VIEW:
+        return (index.patients(),) if view == BY_PATIENTS else (index.studies(),)
+    if role in (Role.YEAR, Role.MONTH, Role.UNDATED):
+        return (index.studies(),)
+    level = {Role.PATIENT: "patients", Role.STUDY: "studies", Role.SERIES: "series"}[role]
+    children = index.children(level, node.ident)
+    if view == BY_UIDS and role in (Role.STUDY, Role.SERIES):
+        return (children, index.document(level, node.ident))
+    return (children,)
+
+
+def entries(node: Node, found: Sources) -> list[Entry]:
+    return _LISTERS[node.role](node, *found)
+
+
+def _root(node: Node) -> list[Entry]:
+    names = (*VIEWS, UPLOADS)
+    return [
+        (Wanted(name, name), directory(name, Role.UPLOADS if name == UPLOADS else Role.VIEW, "", node.mtime_ns))
+        for name in names
+    ]
+
+
+def _view(node: Node, resources: list[dict]) -> list[Entry]:
+    if node.view == BY_PATIENTS:
+        return [_dir(node.view, Role.PATIENT, p, [_tag(p, "PatientID"), _tag(p, "PatientName")]) for p in resources]
+    if node.view == BY_DATES:
+        return _years(resources)
+    if node.view == BY_UIDS:
+        return [_dir(BY_UIDS, Role.STUDY, s, [_tag(s, "StudyInstanceUID")]) for s in resources]
+    return _studies(node.view, resources)
+
+
+def _studies(view: str, studies: Iterable[dict]) -> list[Entry]:
+    """Study folders named `{PatientID} - {PatientName} - {StudyDescription}`."""
+    return [
+        _dir(view, Role.STUDY, s, [_patient_tag(s, "PatientID"), _patient_tag(s, "PatientName"),
+                                   _tag(s, "StudyDescription")])
+        for s in studies
+    ]
+
+
+def _patient(node: Node, studies: list[dict]) -> list[Entry]:
+    return [_dir(node.view, Role.STUDY, s, [_tag(s, "StudyDate"), _tag(s, "StudyDescription")]) for s in studies]
+
+
+def _study(node: Node, series: list[dict], document: bytes | None = None) -> list[Entry]:
+    if node.view == BY_UIDS:
+        found = [_dir(BY_UIDS, Role.SERIES, s, [_tag(s, "SeriesInstanceUID")]) for s in series]
+        return [*found, _json(node, Role.STUDY_JSON, document)]
+    return [_dir(node.view, Role.SERIES, s, [_tag(s, "Modality"), _tag(s, "SeriesDescription")]) for s in series]
+
+
+def _series(node: Node, instances: list[dict], document: bytes | None = None) -> list[Entry]:
+    found = [_instance(node, i) for i in instances]
+    if node.view == BY_UIDS:
+        found.append(_json(node, Role.SERIES_JSON, document))
+    return found
+
+
+def _instance(series: Node, instance: dict) -> Entry:
+    orthanc_id = instance["ID"]
+    stem = _tag(instance, "SOPInstanceUID") if series.view == BY_UIDS else orthanc_id
+    wanted = Wanted(orthanc_id, join_fields([stem], orthanc_id), ".dcm")
+    # Instances carry no date of their own in listings; the series' last update
+    # is the closest bound that costs no extra request.
+    node = Node((series.view, Role.INSTANCE, orthanc_id), Kind.INSTANCE,
+                size=int(instance.get("FileSize", 0)), mtime_ns=series.mtime_ns)
+    return wanted, node
+
+
+def _json(parent: Node, role: Role, document: bytes | None) -> Entry:
+    assert document is not None
+    name = role.value
+    node = Node((parent.view, role, parent.ident), Kind.JSON, size=len(document), mtime_ns=parent.mtime_ns)
+    return Wanted(f"json:{name}", name.removesuffix(".json"), ".json"), node
+
+
+def _years(studies: list[dict]) -> list[Entry]:
+    years: dict[str, int] = {}
+    for study in studies:
+        key = study_year_month(_tag(study, "StudyDate"))
+        year = key[0] if key else UNDATED_NAME
+        years[year] = max(years.get(year, 0), last_update_ns(study))
+    return [
+        (Wanted(year, year), directory(BY_DATES, Role.UNDATED if year == UNDATED_NAME else Role.YEAR,
+                                       "" if year == UNDATED_NAME else year, mtime))
+        for year, mtime in years.items()
+    ]
+
+
+def _year(node: Node, studies: list[dict]) -> list[Entry]:
+    months: dict[str, int] = {}
+    for study in studies:
+        key = study_year_month(_tag(study, "StudyDate"))
+        if key and key[0] == node.ident:
+            months[key[1]] = max(months.get(key[1], 0), last_update_ns(study))
+    return [(Wanted(m, m), directory(BY_DATES, Role.MONTH, m, mtime)) for m, mtime in months.items()]
+
+
+def _month(node: Node, studies: list[dict]) -> list[Entry]:
+    return _studies(BY_DATES, (s for s in studies if _month_of(s) == node.ident))
+
+
+def _undated(node: Node, studies: list[dict]) -> list[Entry]:
+    return _studies(BY_DATES, (s for s in studies if study_year_month(_tag(s, "StudyDate")) is None))
+
+
+def _uploads(node: Node) -> list[Entry]:
+    return []
+
+
+_LISTERS: dict[Role, Callable[..., list[Entry]]] = {
+    Role.ROOT: _root, Role.VIEW: _view, Role.UPLOADS: _uploads, Role.PATIENT: _patient,
+    Role.STUDY: _study, Role.SERIES: _series, Role.YEAR: _year, Role.MONTH: _month, Role.UNDATED: _undated,
+}
+
+
+def _dir(view: str, role: Role, resource: dict, fields: list[str]) -> Entry:
+    orthanc_id = resource["ID"]
+    node = directory(view, role, orthanc_id, last_update_ns(resource))
+    return Wanted(orthanc_id, join_fields(fields, orthanc_id)), node
+
+
+def _tag(resource: dict, name: str) -> str:
+    return str(resource.get("MainDicomTags", {}).get(name, ""))
+
+
+def _patient_tag(study: dict, name: str) -> str:
+    return str(study.get("PatientMainDicomTags", {}).get(name, ""))
+
+
+def _month_of(study: dict) -> str | None:
+    key = study_year_month(_tag(study, "StudyDate"))
+    return key[1] if key else None
+
+
+_DATE = re.compile(r"(\d{4})(\d{2})(\d{2})")
+
+
+def study_year_month(date: str) -> tuple[str, str] | None:
+    """('2020', '2020-05') for a valid DICOM date 20200517, None for anything else."""
+    match = _DATE.fullmatch(date.strip())
+    if not match:
+        return None
+    year, month, day = (int(g) for g in match.groups())
+    if not (1 <= month <= 12 and 1 <= day <= calendar.monthrange(max(year, 1), month)[1]) or year == 0:
+        return None
+    return match.group(1), f"{match.group(1)}-{match.group(2)}"
+
+
+def last_update_ns(resource: dict) -> int:
+    """Orthanc's `LastUpdate` (UTC, `20201109T123456`) in nanoseconds; 0 when absent or odd."""
+    text = resource.get("LastUpdate", "")
+    try:
+        return calendar.timegm(time.strptime(text, "%Y%m%dT%H%M%S")) * 1_000_000_000
+    except (TypeError, ValueError):
+        return 0
