@@ -19,7 +19,7 @@ from ..content import BytesContent, Content, ContentStore
 from ..errors import IsADirectory, NotADirectory, NotFound
 from ..orthanc import OrthancClient
 from . import views
-from .index import OrthancIndex
+from .index import PAGE_SIZE, OrthancIndex
 from .naming import NameAssigner
 from .nodes import Kind, Node, Role, directory
 
@@ -45,9 +45,10 @@ class _Listing:
 class Tree:
     """One Orthanc server seen as a directory tree (see DESIGN.md section 2)."""
 
-    def __init__(self, client: OrthancClient, *, metadata_ttl: float = 10.0, spool_dir: str | None = None):
+    def __init__(self, client: OrthancClient, *, metadata_ttl: float = 10.0, spool_dir: str | None = None,
+                 page_size: int = PAGE_SIZE):
         self.client = client
-        self.index = OrthancIndex(client, MetadataCache(metadata_ttl))
+        self.index = OrthancIndex(client, MetadataCache(metadata_ttl), page_size)
         self.content = ContentStore(client, spool_dir)
         self.root = directory("", Role.ROOT, "", time.time_ns())
         # Per directory: the name assigner (so names stick) and the last listing,

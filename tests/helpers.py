@@ -1,0 +1,57 @@
+"""Polling and process helpers for tests: wait for a condition, never sleep blindly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+class MountProcess:
+    """`orthancfs mount` running as a real command, with its log captured."""
+
+    def __init__(self, url: str, mountpoint: Path, *args: str, log_dir: Path, env: dict | None = None):
+        self.mountpoint = mountpoint
+        self.log_path = log_dir / f"mount-{mountpoint.name}.log"
+        command = [sys.executable, "-m", "orthancfs", "mount", "--url", url, *args, str(mountpoint)]
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, env=env)
+
+    def wait_mounted(self, timeout: float = 30.0) -> None:
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"orthancfs exited with {self.process.returncode}: {self.log()}")
+            return os.path.ismount(self.mountpoint)
+
+        wait_for(ready, timeout, f"mount at {self.mountpoint}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if os.path.ismount(self.mountpoint):
+            subprocess.run(["fusermount3", "-u", "-z", str(self.mountpoint)], check=False)
+        return self.process.returncode

@@ -1,0 +1,165 @@
+"""The tree model against a real Orthanc, without FUSE: every view checked against REST."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from orthancfs.errors import IsADirectory, NotADirectory, NotFound
+from orthancfs.tree import Kind, Node, Tree
+from orthancfs.tree.naming import MAX_NAME_BYTES
+
+from . import dataset
+from .conftest import LoadedOrthanc
+
+
+@pytest.fixture
+def tree(orthanc: LoadedOrthanc) -> Iterator[Tree]:
+    tree = Tree(orthanc.client, metadata_ttl=60)
+    yield tree
+    tree.close()
+
+
+def walk(tree: Tree, node: Node, path: str = "") -> Iterator[tuple[str, Node]]:
+    for name, child in tree.children(node).items():
+        yield f"{path}/{name}", child
+        if child.is_dir:
+            yield from walk(tree, child, f"{path}/{name}")
+
+
+def files(tree: Tree, view: str) -> list[tuple[str, Node]]:
+    return [(p, n) for p, n in walk(tree, tree.resolve(view), view) if not n.is_dir]
+
+
+def test_root_lists_the_views(tree: Tree) -> None:
+    assert list(tree.children(tree.root)) == ["by-dates", "by-patients", "by-studies", "by-uids", "uploads"]
+    assert tree.children(tree.resolve("uploads")) == {}
+
+
+def test_by_patients_names_match_the_templates(tree: Tree, orthanc: LoadedOrthanc) -> None:
+    names = set(tree.children(tree.resolve("by-patients")))
+    assert len(names) == len(orthanc.client.get_json("/patients"))
+    long_names = names - dataset.EXPECTED_PATIENT_FOLDERS
+    assert names >= dataset.EXPECTED_PATIENT_FOLDERS
+    assert len(long_names) == 1
+    long_name = long_names.pop()
+    assert long_name.startswith(dataset.LONG_ID + " - 語") and len(long_name.encode()) <= MAX_NAME_BYTES
+    assert long_name.encode().decode("utf-8") == long_name  # cut on a character boundary
+
+
+def test_duplicate_studies_and_series_are_numbered(tree: Tree) -> None:
+    patient = tree.resolve("by-patients/P-MULLER - Müller^Jürgen")
+    assert set(tree.children(patient)) == {"20200115 - CT Head", "20200115 - CT Head (1)"}
+    study_series = [set(tree.children(study)) for study in tree.children(patient).values()]
+    assert {"CT - Axial", "CT - Axial (1)"} in study_series and {"CT - Scout"} in study_series
+
+
+def test_missing_tags_never_make_empty_names(tree: Tree, orthanc: LoadedOrthanc) -> None:
+    patient = tree.resolve("by-patients/P-MISSING")
+    [(study_name, study)] = tree.children(patient).items()
+    [(series_name, _)] = tree.children(study).items()
+    assert study_name == study.ident  # no date, no description: the Orthanc ID
+    assert series_name == orthanc.client.get_json(f"/studies/{study.ident}")["Series"][0]
+
+
+def test_odd_characters_are_replaced_and_trimmed(tree: Tree) -> None:
+    [study] = tree.children(tree.resolve("by-patients/ODD:ID* - Slash_Back_Star*Colon:")).values()
+    assert list(tree.children(study)) == ["CT - a_b"]
+    assert "ODD:ID* - Slash_Back_Star*Colon: - Lead and trail" in tree.children(tree.resolve("by-studies"))
+
+
+def test_every_view_holds_every_instance_once(tree: Tree, orthanc: LoadedOrthanc) -> None:
+    instances = {i["ID"]: i for i in orthanc.client.get_json("/instances", params={"expand": ""})}
+    for view in ("by-patients", "by-studies", "by-dates", "by-uids"):
+        found = [n for _, n in files(tree, view) if n.kind is Kind.INSTANCE]
+        assert sorted(n.ident for n in found) == sorted(instances), view
+        assert all(n.size == instances[n.ident]["FileSize"] for n in found), view
+
+
+def test_by_studies_and_by_dates_hold_every_study(tree: Tree, orthanc: LoadedOrthanc) -> None:
+    studies = orthanc.client.get_json("/studies")
+    assert sorted(n.ident for n in tree.children(tree.resolve("by-studies")).values()) == sorted(studies)
+    dated = [n.ident for p, n in walk(tree, tree.resolve("by-dates")) if n.role == "study"]
+    assert sorted(dated) == sorted(studies)
+
+
+def test_by_dates_layout(tree: Tree) -> None:
+    by_dates = tree.resolve("by-dates")
+    assert set(tree.children(by_dates)) == {"1999", "2020", "2023", "unknown-date"}
+    assert set(tree.children(tree.resolve("by-dates/2020"))) == {"2020-01"}
+    undated = set(tree.children(tree.resolve("by-dates/unknown-date")))
+    assert {"P-BADDATE - Bad^Date - Year only", "P-BADDATE - Bad^Date - Month 13"} <= undated
+    assert any(name.startswith("P-MISSING") for name in undated)
+
+
+def test_by_uids_names_and_duplicate_uids(tree: Tree, orthanc: LoadedOrthanc) -> None:
+    names = set(tree.children(tree.resolve("by-uids")))
+    uid = dataset.SHARED_STUDY_UID
+    assert {uid, f"{uid} (1)"} <= names  # two Orthanc studies, one StudyInstanceUID
+    for path, node in files(tree, "by-uids"):
+        if node.kind is Kind.INSTANCE:
+            sop = orthanc.client.get_json(f"/instances/{node.ident}")["MainDicomTags"]["SOPInstanceUID"]
+            assert path.rsplit("/", 1)[1] == f"{sop}.dcm"
+
+
+def test_json_files_hold_the_rest_documents_with_exact_sizes(tree: Tree, orthanc: LoadedOrthanc) -> None:
+    documents = [(p, n) for p, n in files(tree, "by-uids") if n.kind is Kind.JSON]
+    assert {p.rsplit("/", 1)[1] for p, _ in documents} == {"study.json", "series.json"}
+    for _, node in documents:
+        content = tree.open(node)
+        data = content.read(0, 1 << 20)
+        content.close()
+        assert len(data) == node.size
+        level = "studies" if node.name == "study.json" else "series"
+        assert json.loads(data)["ID"] == orthanc.client.get_json(f"/{level}/{node.ident}")["ID"]
+
+
+def test_instance_content_is_byte_identical(tree: Tree, orthanc: LoadedOrthanc) -> None:
+    node = next(n for _, n in files(tree, "by-patients") if n.ident == orthanc.big_instance_id)
+    expected = orthanc.client.get_bytes(f"/instances/{node.ident}/file")
+    assert node.size == len(expected) > 20_000_000
+    content = tree.open(node)
+    try:
+        assert content.read(0, node.size + 10) == expected
+        assert content.read(12_345_678, 4096) == expected[12_345_678:12_345_678 + 4096]
+        assert content.read(node.size, 10) == b""
+    finally:
+        content.close()
+
+
+@pytest.mark.parametrize("path", [
+    "nope", "by-patients/nope", "by-patients/P-LI - 李^小龍/nope", "by-dates/1998", "by-dates/2020/2020-02",
+    "by-dates/2020/nope", "by-uids/1.2.3", "uploads/nope", "by-patients/P-LI - 李^小龍/19991231 - MR 脑/nope",
+])
+def test_missing_paths_are_not_found_at_every_level(tree: Tree, path: str) -> None:
+    with pytest.raises(NotFound):
+        tree.resolve(path)
+
+
+def test_files_are_not_directories_and_directories_not_files(tree: Tree) -> None:
+    path, node = files(tree, "by-patients")[0]
+    with pytest.raises(NotADirectory):
+        tree.children(node)
+    with pytest.raises(IsADirectory):
+        tree.open(tree.resolve("by-patients"))
+
+
+def test_listings_are_complete_across_pages(orthanc: LoadedOrthanc) -> None:
+    small_pages = Tree(orthanc.client, metadata_ttl=0, page_size=2)
+    full = Tree(orthanc.client, metadata_ttl=0)
+    for view in ("by-patients", "by-studies"):
+        assert small_pages.children(small_pages.resolve(view)).keys() == full.children(full.resolve(view)).keys()
+
+
+def test_names_are_stable_while_the_tree_lives(tree: Tree) -> None:
+    first = dict(walk(tree, tree.root))
+    tree.index.cache.invalidate()
+    assert dict(walk(tree, tree.root)).keys() == first.keys()
+
+
+def test_statfs_reports_orthanc_usage(tree: Tree, orthanc: LoadedOrthanc) -> None:
+    stats = tree.statfs()
+    assert stats.instances == len(orthanc.client.get_json("/instances"))
+    assert stats.used_bytes > 20_000_000
