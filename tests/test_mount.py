@@ -1,0 +1,194 @@
+"""A real `orthancfs mount` of a real Orthanc, used with real system calls and tools."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import random
+import signal
+import stat
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from . import dataset
+from .conftest import LoadedOrthanc, mounted
+
+VIEWS = ["by-dates", "by-patients", "by-studies", "by-uids", "uploads"]
+
+
+def find_files(root: Path) -> list[str]:
+    out = subprocess.run(["find", str(root), "-type", "f"], capture_output=True, text=True, check=True).stdout
+    return out.splitlines()
+
+
+def test_root_and_views(mount: Path, orthanc: LoadedOrthanc) -> None:
+    assert sorted(os.listdir(mount)) == VIEWS
+    patients = set(os.listdir(mount / "by-patients"))
+    assert patients >= dataset.EXPECTED_PATIENT_FOLDERS
+    assert len(patients) == len(orthanc.client.get_json("/patients"))
+    assert len(os.listdir(mount / "by-studies")) == len(orthanc.client.get_json("/studies"))
+    assert os.listdir(mount / "uploads") == []
+
+
+def test_find_sees_every_instance_in_every_view(mount: Path, orthanc: LoadedOrthanc) -> None:
+    instances = len(orthanc.client.get_json("/instances"))
+    series = len(orthanc.client.get_json("/series"))
+    studies = len(orthanc.client.get_json("/studies"))
+    for view in VIEWS[:3]:
+        assert len(find_files(mount / view)) == instances, view
+    assert len(find_files(mount / "by-uids")) == instances + series + studies  # + series.json, study.json
+
+
+def test_attributes_come_from_orthanc_without_downloading(mount: Path, orthanc: LoadedOrthanc) -> None:
+    sizes = {i["ID"]: i["FileSize"] for i in orthanc.client.get_json("/instances", params={"expand": ""})}
+    before = orthanc.client.get_json("/statistics")
+    for path in find_files(mount / "by-patients"):
+        info = os.stat(path)
+        assert info.st_size == sizes[Path(path).stem]
+        assert stat.S_IMODE(info.st_mode) == 0o444 and stat.S_ISREG(info.st_mode)
+        assert (info.st_uid, info.st_gid) == (os.getuid(), os.getgid())
+        assert info.st_mtime > 1_600_000_000
+    folder = os.stat(mount / "by-patients" / "P-LI - 李^小龍")
+    assert stat.S_IMODE(folder.st_mode) == 0o555 and stat.S_ISDIR(folder.st_mode)
+    assert orthanc.client.get_json("/statistics") == before
+
+
+def test_json_files_read_whole_and_parse(mount: Path) -> None:
+    import json
+
+    documents = [p for p in find_files(mount / "by-uids") if p.endswith(".json")]
+    assert documents
+    for path in documents:
+        data = Path(path).read_bytes()
+        assert json.loads(data)["Type"] in ("Study", "Series")
+        assert len(data) == os.stat(path).st_size
+
+
+def test_every_file_is_byte_identical_to_rest(mount: Path, orthanc: LoadedOrthanc) -> None:
+    for path in find_files(mount / "by-studies"):
+        expected = orthanc.client.get_bytes(f"/instances/{Path(path).stem}/file")
+        assert Path(path).read_bytes() == expected, path
+
+
+def big_file(mount: Path, orthanc: LoadedOrthanc) -> Path:
+    [path] = [p for p in find_files(mount / "by-patients") if Path(p).stem == orthanc.big_instance_id]
+    return Path(path)
+
+
+def test_cmp_and_dcmdump_on_the_big_multiframe_file(mount: Path, orthanc: LoadedOrthanc, tmp_path: Path) -> None:
+    reference = tmp_path / "reference.dcm"
+    reference.write_bytes(orthanc.client.get_bytes(f"/instances/{orthanc.big_instance_id}/file"))
+    path = big_file(mount, orthanc)
+    subprocess.run(["cmp", str(reference), str(path)], check=True)
+    dump = subprocess.run(["dcmdump", str(path)], capture_output=True, text=True, check=True).stdout
+    assert "Παπαδόπουλος^Νίκος" in dump and "NumberOfFrames" in dump
+
+
+def test_random_and_concurrent_reads(mount: Path, orthanc: LoadedOrthanc) -> None:
+    expected = orthanc.client.get_bytes(f"/instances/{orthanc.big_instance_id}/file")
+    path = big_file(mount, orthanc)
+    small = find_files(mount / "by-uids")[:6]
+    errors: list[str] = []
+
+    def random_reader(seed: int) -> None:
+        rng = random.Random(seed)
+        with open(path, "rb", buffering=0) as file:
+            for _ in range(200):
+                offset, size = rng.randrange(len(expected) + 100), rng.choice([1, 511, 4096, 131072, 1 << 20])
+                if os.pread(file.fileno(), size, offset) != expected[offset:offset + size]:
+                    errors.append(f"{path} at {offset}+{size}")
+
+    def whole_reader(name: str) -> None:
+        if Path(name).read_bytes() != Path(name).read_bytes():
+            errors.append(name)
+
+    threads = [threading.Thread(target=random_reader, args=(seed,)) for seed in range(4)]
+    threads += [threading.Thread(target=whole_reader, args=(name,)) for name in small]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(expected).digest()
+
+
+@pytest.mark.parametrize("relative", [
+    "nope", "by-patients/nope", "by-patients/P-LI - 李^小龍/nope", "by-dates/1998", "by-dates/2020/2020-02",
+    "by-uids/1.2.3", "uploads/nope", "by-patients/P-LI - 李^小龍/19991231 - MR 脑/MR - T2/nope.dcm",
+])
+def test_missing_paths_are_enoent(mount: Path, relative: str) -> None:
+    with pytest.raises(FileNotFoundError):
+        os.listdir(mount / relative)
+    with pytest.raises(FileNotFoundError):
+        os.stat(mount / relative)
+
+
+def test_a_file_is_not_a_directory(mount: Path) -> None:
+    first = find_files(mount / "by-patients")[0]
+    with pytest.raises(NotADirectoryError):
+        os.listdir(first)
+    with pytest.raises(OSError) as caught:
+        os.stat(Path(first) / "x")
+    assert caught.value.errno == errno.ENOTDIR
+
+
+def test_writes_anywhere_are_erofs(mount: Path) -> None:
+    some_file = Path(find_files(mount / "by-patients")[0])
+    attempts = [
+        lambda: (mount / "uploads" / "new.dcm").write_bytes(b"x"),
+        lambda: (mount / "by-patients" / "new").mkdir(),
+        lambda: os.open(some_file, os.O_RDWR),
+        lambda: some_file.unlink(),
+        lambda: some_file.rename(some_file.with_name("renamed.dcm")),
+        lambda: os.utime(some_file),
+        lambda: os.chmod(some_file, 0o600),
+        lambda: os.rmdir(mount / "by-dates"),
+        lambda: os.symlink("x", mount / "uploads" / "link"),
+    ]
+    for attempt in attempts:
+        with pytest.raises(OSError) as caught:
+            attempt()
+        assert caught.value.errno == errno.EROFS
+    assert subprocess.run(["cp", str(some_file), str(mount / "uploads")], capture_output=True).returncode != 0
+
+
+def test_statfs(mount: Path, orthanc: LoadedOrthanc) -> None:
+    info = os.statvfs(mount)
+    assert info.f_namemax == 255
+    assert info.f_files == len(orthanc.client.get_json("/instances"))
+    assert info.f_blocks * info.f_frsize >= int(orthanc.client.get_json("/statistics")["TotalDiskSize"])  # a string
+    df = subprocess.run(["df", "-h", str(mount)], capture_output=True, text=True, check=True).stdout
+    assert orthanc.url in df  # the source column names the server
+
+
+def test_owner_can_be_chosen(orthanc: LoadedOrthanc, tmp_path: Path) -> None:
+    with mounted(orthanc.url, tmp_path, "--uid", "1234", "--gid", "5678") as mountpoint:
+        info = os.stat(mountpoint / "by-patients")
+        assert (info.st_uid, info.st_gid) == (1234, 5678)
+
+
+def test_names_and_inodes_are_stable_across_listings(mount: Path) -> None:
+    first = {p: os.stat(p).st_ino for p in find_files(mount / "by-uids")}
+    second = {p: os.stat(p).st_ino for p in find_files(mount / "by-uids")}
+    assert first == second
+
+
+def test_lookups_are_forgotten_when_the_kernel_drops_them(mount: Path) -> None:
+    """Dropping the dentry cache makes the kernel send FORGET; later lookups still work."""
+    before = find_files(mount)
+    Path("/proc/sys/vm/drop_caches").write_text("2")
+    assert find_files(mount) == before
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signals_unmount_cleanly(orthanc: LoadedOrthanc, tmp_path: Path, sig: int) -> None:
+    context = mounted(orthanc.url, tmp_path)
+    mountpoint = context.__enter__()
+    os.listdir(mountpoint / "by-patients")
+    assert context.process.stop(sig) == 0
+    assert not os.path.ismount(mountpoint)
+    assert "Traceback" not in context.process.log()
