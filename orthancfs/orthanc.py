@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from .errors import AccessDenied, NotFound, OrthancFailed, OrthancUnavailable, UsageError
@@ -107,6 +108,10 @@ class OrthancClient:
         if settings.username is not None:
             session.auth = (settings.username, settings.password or "")
         session.verify = False if settings.insecure else (settings.ca_file or True)
+        if settings.insecure:
+            # Said once here, instead of urllib3's warning on every single request.
+            log.warning("TLS certificate verification is off (--insecure): anyone on the path can read and alter data")
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         session.headers["User-Agent"] = "orthancfs"
         return session
 

@@ -29,8 +29,10 @@ def free_port() -> int:
 class OrthancServer:
     """A throw-away Orthanc process in `workdir` (storage, config and log live there)."""
 
-    def __init__(self, workdir: Path, users: dict[str, str] | None = None, config: dict[str, Any] | None = None):
+    def __init__(self, workdir: Path, users: dict[str, str] | None = None, config: dict[str, Any] | None = None,
+                 ca_file: str | None = None):
         self.workdir = Path(workdir)
+        self.ca_file = ca_file  # with "SslEnabled" in `config`: what our own client trusts
         self.users = users or {}
         self.port = free_port()
         self.extra_config = config or {}
@@ -38,7 +40,8 @@ class OrthancServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.extra_config.get("SslEnabled") else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def log_path(self) -> Path:
@@ -96,7 +99,8 @@ class OrthancServer:
 
     def client(self, timeout: float = 30.0) -> _ClosingClient:
         user, password = next(iter(self.users.items()), (None, None))
-        return _ClosingClient(ClientSettings(self.url, user, password, timeout=timeout, retries=0))
+        settings = ClientSettings(self.url, user, password, ca_file=self.ca_file, timeout=timeout, retries=0)
+        return _ClosingClient(settings)
 
     def __enter__(self) -> OrthancServer:
         self.start()

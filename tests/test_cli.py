@@ -1,0 +1,172 @@
+"""The real `orthancfs` command: every mistake is one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import os
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orthancfs.demo.server import OrthancServer, free_port
+
+from .conftest import LoadedOrthanc, mounted
+from .helpers import wait_for
+from .proxy import Proxy
+
+USERS = {"alice": "correct horse battery staple"}
+
+
+def orthancfs(*args: str, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:  # noqa: ANN003
+    return subprocess.run([sys.executable, "-m", "orthancfs", *args], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL, **kwargs)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *words: str) -> None:
+    assert result.returncode == code, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("orthancfs"), result.stderr
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+@pytest.fixture
+def mountpoint(tmp_path: Path) -> Path:
+    path = tmp_path / "mnt"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
+    with OrthancServer(tmp_path_factory.mktemp("secured"), users=USERS) as server:
+        yield server
+
+
+def password_file(tmp_path: Path, password: str, mode: int = 0o600) -> Path:
+    path = tmp_path / "password"
+    path.write_text(password + "\n")
+    path.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize(("url", "words"), [
+    ("ftp://example.org", ["not an http(s) URL"]),
+    ("http://", ["not an http(s) URL"]),
+    ("http://alice:secret@localhost:8042", ["credentials in the URL"]),
+    ("http://localhost:99999", ["bad port"]),
+])
+def test_bad_url(url: str, words: list[str], mountpoint: Path) -> None:
+    assert_one_line_error(orthancfs("mount", "--url", url, str(mountpoint)), 2, *words)
+
+
+def test_usage_mistakes_are_one_line() -> None:
+    assert_one_line_error(orthancfs("mount"), 2, "MOUNTPOINT")
+    assert_one_line_error(orthancfs("mount", "--timeout", "soon", "/mnt"), 2, "soon")
+    assert_one_line_error(orthancfs("frobnicate"), 2)
+
+
+def test_orthanc_down_at_start(mountpoint: Path) -> None:
+    started = time.monotonic()
+    result = orthancfs("mount", "--url", f"http://127.0.0.1:{free_port()}", str(mountpoint))
+    assert_one_line_error(result, 1, "cannot reach Orthanc", "refused")
+    assert time.monotonic() - started < 20
+
+
+def test_something_that_is_not_orthanc(mountpoint: Path, tmp_path: Path) -> None:
+    port = free_port()
+    web = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
+                           cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: subprocess.run(["curl", "-sf", url], capture_output=True).returncode == 0, 20, "http.server")
+        assert_one_line_error(orthancfs("mount", "--url", url, str(mountpoint)), 1, "does not look like Orthanc")
+    finally:
+        web.terminate()
+        web.wait()
+
+
+def test_missing_or_wrong_credentials(secured: OrthancServer, mountpoint: Path, tmp_path: Path) -> None:
+    assert_one_line_error(orthancfs("mount", "--url", secured.url, str(mountpoint)), 1, "refused the credentials",
+                          "401")
+    wrong = password_file(tmp_path, "wrong")
+    result = orthancfs("mount", "--url", secured.url, "--user", "alice", "--password-file", str(wrong), str(mountpoint))
+    assert_one_line_error(result, 1, "refused the credentials")
+    assert "wrong" not in result.stderr
+
+
+def test_right_credentials_from_a_private_file(secured: OrthancServer, tmp_path: Path) -> None:
+    secret = password_file(tmp_path, USERS["alice"])
+    with mounted(secured.url, tmp_path, "--user", "alice", "--password-file", str(secret)) as mnt:
+        assert os.listdir(mnt) == ["by-dates", "by-patients", "by-studies", "by-uids", "uploads"]
+        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+        assert USERS["alice"] not in ps
+    assert USERS["alice"] not in (tmp_path / "mount-mnt.log").read_text()
+
+
+def test_password_file_readable_by_others_is_refused(secured: OrthancServer, mountpoint: Path, tmp_path: Path) -> None:
+    secret = password_file(tmp_path, USERS["alice"], mode=0o644)
+    result = orthancfs("mount", "--url", secured.url, "--user", "alice", "--password-file", str(secret),
+                       str(mountpoint))
+    assert_one_line_error(result, 2, "chmod 600")
+    missing = orthancfs("mount", "--url", secured.url, "--user", "alice", "--password-file", "/nonexistent",
+                        str(mountpoint))
+    assert_one_line_error(missing, 2, "cannot read password file")
+
+
+def test_mountpoint_missing_not_a_directory_or_busy(orthanc: LoadedOrthanc, tmp_path: Path) -> None:
+    assert_one_line_error(orthancfs("mount", "--url", orthanc.url, str(tmp_path / "nope")), 1, "does not exist")
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    assert_one_line_error(orthancfs("mount", "--url", orthanc.url, str(a_file)), 1, "not a directory")
+    with mounted(orthanc.url, tmp_path) as busy:
+        assert_one_line_error(orthancfs("mount", "--url", orthanc.url, str(busy)), 1, "busy")
+
+
+def test_dev_fuse_missing(orthanc: LoadedOrthanc, mountpoint: Path) -> None:
+    """A private mount namespace with an empty /dev: the real situation, on this machine."""
+    command = (f"mount -t tmpfs tmpfs /dev && exec {sys.executable} -m orthancfs mount "
+               f"--url {orthanc.url} {mountpoint}")
+    result = subprocess.run(["unshare", "--mount", "sh", "-c", command], capture_output=True, text=True, timeout=60)
+    assert_one_line_error(result, 1, "/dev/fuse is missing")
+
+
+@pytest.fixture(scope="module")
+def tls_url(orthanc: LoadedOrthanc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """The session Orthanc behind a real TLS proxy with a self-signed certificate: (URL, certificate)."""
+    workdir = tmp_path_factory.mktemp("tls")
+    key, cert = workdir / "key.pem", workdir / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    proxy = Proxy(orthanc.server.port, tls=context)
+    yield f"https://127.0.0.1:{proxy.port}", cert
+    proxy.close()
+
+
+def test_tls_is_verified_by_default(tls_url: tuple[str, Path], mountpoint: Path) -> None:
+    url, _ = tls_url
+    assert_one_line_error(orthancfs("mount", "--url", url, str(mountpoint)), 1, "TLS", "certificate")
+
+
+def test_tls_with_ca_file_or_insecure(tls_url: tuple[str, Path], tmp_path: Path) -> None:
+    url, cert = tls_url
+    for option in (["--ca-file", str(cert)], ["--insecure"]):
+        context = mounted(url, tmp_path, *option, expect_warnings="--insecure" in option)
+        with context as mnt:
+            assert "P-LI - 李^小龍" in os.listdir(mnt / "by-patients")
+        if "--insecure" in option:  # said once, loudly, not once per request
+            assert context.process.log().count("WARNING") == 1
+
+
+def test_url_defaults_to_the_environment(orthanc: LoadedOrthanc, mountpoint: Path) -> None:
+    env = {**os.environ, "ORTHANC_URL": f"http://127.0.0.1:{free_port()}"}
+    result = orthancfs("mount", str(mountpoint), env=env)
+    assert_one_line_error(result, 1, env["ORTHANC_URL"])
