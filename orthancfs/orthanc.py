@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({502, 503})
 CHUNK_SIZE = 256 * 1024
+# After Orthanc was found unreachable, calls fail at once for this long instead
+# of each waiting out the timeout (the kernel resends a failed lookup, and a
+# `find` would otherwise wait timeout x entries).
+FAIL_FAST_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,7 @@ class OrthancClient:
         self.settings = settings
         self.base_url = validate_url(settings.url)
         self.session = self._make_session(settings)
+        self.health = Health(self.base_url, min(FAIL_FAST_SECONDS, settings.timeout))
 
     @staticmethod
     def _make_session(settings: ClientSettings) -> requests.Session:
@@ -156,6 +162,16 @@ class OrthancClient:
             raise OrthancUnavailable(f"GET {path}: download interrupted: {_reason(exc)}") from None
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        self.health.check(method, path)
+        try:
+            response = self._retrying(method, path, **kwargs)
+        except OrthancUnavailable as exc:
+            self.health.failed(exc)
+            raise
+        self.health.succeeded()
+        return response
+
+    def _retrying(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         deadline = time.monotonic() + self.settings.timeout
         for attempt in range(self.settings.retries + 1):
             delay = 0.1 * 2**attempt
@@ -171,6 +187,7 @@ class OrthancClient:
         """One try: a response, None to ask for a retry, or a raised model error."""
         connect = max(0.1, min(self.settings.connect_timeout, deadline - time.monotonic()))
         timeouts = (connect, self.settings.timeout)
+        log.debug("%s %s", method, path)
         try:
             response = self.session.request(method, self.base_url + path, timeout=timeouts, **kwargs)
         except requests.exceptions.SSLError as exc:
@@ -186,6 +203,38 @@ class OrthancClient:
             return None
         _raise_for_status(method, path, response)
         return response
+
+
+class Health:
+    """Whether Orthanc answered lately; logs each change once, not each failure."""
+
+    def __init__(self, url: str, fail_fast_seconds: float):
+        self.url = url
+        self.fail_fast_seconds = fail_fast_seconds
+        self._failure: OrthancUnavailable | None = None
+        self._answered = False  # before Orthanc ever answered, the caller reports failures itself
+        self._retry_at = 0.0
+        self._lock = threading.Lock()
+
+    def check(self, method: str, path: str) -> None:
+        with self._lock:
+            failure, waiting = self._failure, self._retry_at - time.monotonic()
+        if failure is not None and waiting > 0:
+            raise OrthancUnavailable(f"{method} {path}: not tried, Orthanc failed {self.fail_fast_seconds:.0f}s ago "
+                                     f"({failure})")
+
+    def failed(self, exc: OrthancUnavailable) -> None:
+        with self._lock:
+            news = self._failure is None and self._answered
+            self._failure, self._retry_at = exc, time.monotonic() + self.fail_fast_seconds
+        if news:
+            log.warning("Orthanc at %s is unavailable: %s", self.url, exc)
+
+    def succeeded(self) -> None:
+        with self._lock:
+            recovered, self._failure, self._answered = self._failure is not None, None, True
+        if recovered:
+            log.info("Orthanc at %s answers again", self.url)
 
 
 def _raise_for_status(method: str, path: str, response: requests.Response) -> None:

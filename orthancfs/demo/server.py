@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import OrthancFSError, StartupError
+from ..errors import StartupError
 from ..orthanc import ClientSettings, OrthancClient
 
 log = logging.getLogger(__name__)
@@ -69,18 +69,24 @@ class OrthancServer:
         self._wait_ready()
 
     def _wait_ready(self) -> None:
+        """Poll until the HTTP port accepts connections, then check that Orthanc answers."""
         deadline = time.monotonic() + START_TIMEOUT
-        with self.client(timeout=2.0) as client:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise StartupError(f"Orthanc exited at start-up: {self._log_tail()}")
-                try:
-                    client.get_json("/system")
-                    return
-                except OrthancFSError:
-                    time.sleep(0.05)
-        self.stop()
-        raise StartupError(f"Orthanc did not answer within {START_TIMEOUT:.0f}s: {self._log_tail()}")
+        while not self._listening():
+            if self.process.poll() is not None:
+                raise StartupError(f"Orthanc exited at start-up: {self._log_tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise StartupError(f"Orthanc did not listen within {START_TIMEOUT:.0f}s: {self._log_tail()}")
+            time.sleep(0.05)
+        with self.client(timeout=START_TIMEOUT) as client:
+            client.get_json("/system")
+
+    def _listening(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
 
     def _log_tail(self) -> str:
         lines = self.log_path.read_text(errors="replace").splitlines() if self.log_path.exists() else []

@@ -21,7 +21,8 @@ ERRNO = {
     errors.OrthancFailed: errno.EIO,
 }
 
-QUIET = (errors.NotFound, errors.NotADirectory, errors.IsADirectory)
+# Expected outcomes, and unavailability (which the client reports once per outage).
+QUIET = (errors.NotFound, errors.NotADirectory, errors.IsADirectory, errors.OrthancUnavailable)
 WARNING_INTERVAL = 30.0
 
 
