@@ -34,33 +34,38 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def positive_float(text: str) -> float:
+def seconds(text: str, *, zero_ok: bool = True) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value < 0 or (value == 0 and not zero_ok) or value != value:
+        raise argparse.ArgumentTypeError(f"out of range: {text!r}")
     return value
+
+
+def positive_seconds(text: str) -> float:
+    return seconds(text, zero_ok=False)
 
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("connecting to Orthanc")
     group.add_argument("--url", default=os.environ.get("ORTHANC_URL", DEFAULT_URL),
-                       help="Orthanc's REST API (default: $ORTHANC_URL or %(default)s)")
+                       help=f"Orthanc's REST API (default: $ORTHANC_URL or {DEFAULT_URL})")
     group.add_argument("--user", help="HTTP basic-auth user name")
     group.add_argument("--password-file", metavar="FILE",
                        help="file holding the password (first line); must not be readable by group or others")
     group.add_argument("--ca-file", metavar="FILE", help="CA bundle to verify Orthanc's TLS certificate")
     group.add_argument("--insecure", action="store_true", help="do not verify Orthanc's TLS certificate")
-    group.add_argument("--timeout", type=positive_float, default=30.0, metavar="SECONDS",
+    group.add_argument("--timeout", type=positive_seconds, default=30.0, metavar="SECONDS",
                        help="give up (EIO) when Orthanc is silent this long (default: %(default)s)")
 
 
 def add_mount_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("the mount")
-    group.add_argument("--metadata-ttl", type=positive_float, default=10.0, metavar="SECONDS",
-                       help="how long listings and attributes are trusted (default: %(default)s)")
+    group.add_argument("--metadata-ttl", type=seconds, default=10.0, metavar="SECONDS",
+                       help="how long listings and attributes are trusted; 0 asks Orthanc every time "
+                            "(default: %(default)s)")
     group.add_argument("--uid", type=int, default=os.getuid(), help="owner of every file (default: you)")
     group.add_argument("--gid", type=int, default=os.getgid(), help="group of every file (default: yours)")
     group.add_argument("--cache-dir", metavar="DIR", help="where downloads are spooled (default: the temp dir)")
@@ -99,7 +104,22 @@ def client_settings(args: argparse.Namespace) -> ClientSettings:
     if args.password_file and not args.user:
         raise UsageError("--password-file needs --user")
     password = read_password_file(args.password_file) if args.password_file else None
-    return ClientSettings(url, args.user, password, args.ca_file, args.insecure, timeout=args.timeout or 30.0)
+    if args.ca_file and not os.access(args.ca_file, os.R_OK):
+        raise UsageError(f"cannot read CA file {args.ca_file}")
+    return ClientSettings(url, args.user, password, args.ca_file, args.insecure, timeout=args.timeout)
+
+
+def prepare_cache_dir(path: str | None) -> str | None:
+    """Create the spool directory (private to its owner) or say why it cannot be used."""
+    if path is None:
+        return None
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create cache directory {path}: {exc.strerror}") from None
+    if not (os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)):
+        raise UsageError(f"cache directory {path} is not a writable directory")
+    return path
 
 
 def connect(client: OrthancClient) -> str:
@@ -126,12 +146,13 @@ def mount_tree(args: argparse.Namespace, settings: ClientSettings, on_ready: Cal
 
     mountpoint = check_mountpoint(args.mountpoint)
     check_fuse_device()
+    spool_dir = prepare_cache_dir(args.cache_dir)
     with ExitStack() as stack:
         client = OrthancClient(settings)
         stack.callback(client.close)
         version = connect(client)
         log.info("connected to Orthanc %s at %s", version, client.base_url)
-        tree = Tree(client, metadata_ttl=args.metadata_ttl, spool_dir=args.cache_dir)
+        tree = Tree(client, metadata_ttl=args.metadata_ttl, spool_dir=spool_dir)
         stack.callback(tree.close)
         fuse_settings = FuseSettings(uid=args.uid, gid=args.gid, cache_timeout=args.metadata_ttl)
         serve(OrthancOperations(tree, fuse_settings), mountpoint, client.base_url, on_ready)
