@@ -73,9 +73,14 @@ class mounted:  # noqa: N801 - used like a function: `with mounted(url, tmp) as 
 
 
 @pytest.fixture(autouse=True)
-def no_unexpected_warnings(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """In-process tests fail on any warning they did not ask for (as S3QL's suite does)."""
+def no_unexpected_warnings(request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """In-process tests fail on any warning they did not ask for (as S3QL's suite does).
+
+    A test that provokes warnings on purpose says so with @pytest.mark.allow_warnings.
+    """
     yield
-    if caplog.get_records("call") and not getattr(caplog, "warnings_expected", False):
-        bad = [r for r in caplog.get_records("call") if r.levelno >= logging.WARNING and r.name.startswith("orthancfs")]
-        assert not bad, f"unexpected log messages: {[r.getMessage() for r in bad]}"
+    if request.node.get_closest_marker("allow_warnings"):
+        return
+    records = caplog.get_records("call")
+    bad = [r for r in records if r.levelno >= logging.WARNING and r.name.startswith("orthancfs")]
+    assert not bad, f"unexpected log messages: {[r.getMessage() for r in bad]}"

@@ -1,0 +1,134 @@
+"""OrthancClient against a real scripted HTTP server: retries, timeouts, error mapping."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from orthancfs.demo.server import free_port
+from orthancfs.errors import AccessDenied, NotFound, OrthancFailed, OrthancUnavailable
+from orthancfs.orthanc import Capabilities, ClientSettings, OrthancClient
+
+
+class Script:
+    """The statuses the server answers, in order (the last one repeats), and what it saw."""
+
+    def __init__(self) -> None:
+        self.statuses: list[int] = [200]
+        self.delay = 0.0
+        self.requests = 0
+
+
+@pytest.fixture
+def scripted() -> Iterator[tuple[str, Script]]:
+    script = Script()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            script.requests += 1
+            time.sleep(script.delay)
+            status = script.statuses.pop(0) if len(script.statuses) > 1 else script.statuses[0]
+            body = b'{"Version": "1.10.1"}' if status == 200 else b'{"Message": "scripted failure"}'
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", script
+    server.shutdown()
+    server.server_close()
+
+
+def client(url: str, **settings: object) -> OrthancClient:
+    return OrthancClient(ClientSettings(url, **settings))  # type: ignore[arg-type]
+
+
+def test_502_and_503_are_retried(scripted: tuple[str, Script]) -> None:
+    url, script = scripted
+    script.statuses = [503, 502, 200]
+    assert client(url).get_json("/system") == {"Version": "1.10.1"}
+    assert script.requests == 3
+
+
+def test_retries_are_bounded(scripted: tuple[str, Script]) -> None:
+    url, script = scripted
+    script.statuses = [503]
+    with pytest.raises(OrthancUnavailable, match="503"):
+        client(url, retries=2).get_json("/system")
+    assert script.requests == 3
+
+
+@pytest.mark.parametrize(("status", "error"), [(500, OrthancFailed), (400, OrthancFailed), (404, NotFound),
+                                               (401, AccessDenied), (403, AccessDenied)])
+def test_other_errors_are_not_retried_and_keep_orthancs_words(scripted: tuple[str, Script], status: int,
+                                                               error: type) -> None:
+    url, script = scripted
+    script.statuses = [status, 200]
+    with pytest.raises(error, match="scripted failure"):
+        client(url).get_json("/system")
+    assert script.requests == 1
+
+
+def test_a_silent_server_fails_within_the_timeout(scripted: tuple[str, Script]) -> None:
+    url, script = scripted
+    script.delay = 5
+    started = time.monotonic()
+    with pytest.raises(OrthancUnavailable, match="no answer"):
+        client(url, timeout=0.5).get_json("/system")
+    assert time.monotonic() - started < 2
+    assert script.requests == 1  # the request may have had an effect: never resent
+
+
+def test_refused_connections_are_retried_then_reported() -> None:
+    started = time.monotonic()
+    with pytest.raises(OrthancUnavailable, match="refused"):
+        client(f"http://127.0.0.1:{free_port()}", timeout=5).get_json("/system")
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.allow_warnings
+def test_an_outage_fails_fast_then_recovers(scripted: tuple[str, Script], caplog: pytest.LogCaptureFixture) -> None:
+    url, script = scripted
+    caplog.set_level(logging.INFO, "orthancfs")
+    orthanc = client(url, retries=0)
+    orthanc.health.fail_fast_seconds = 0.3
+    script.statuses = [200, 503, 200]
+    orthanc.get_json("/system")
+    with pytest.raises(OrthancUnavailable):
+        orthanc.get_json("/system")
+    with pytest.raises(OrthancUnavailable, match="not tried"):
+        orthanc.get_json("/system")
+    assert script.requests == 2
+    time.sleep(0.3)  # the fail-fast window itself is what is under test
+    assert orthanc.get_json("/system") == {"Version": "1.10.1"}
+    messages = [r.getMessage() for r in caplog.records if r.name == "orthancfs.orthanc"]
+    assert len(messages) == 2 and "unavailable" in messages[0] and "answers again" in messages[1], messages
+
+
+@pytest.mark.parametrize(("text", "version", "attachment_range", "requested_tags"), [
+    ("1.10.1", (1, 10, 1), False, False),
+    ("1.11.0", (1, 11, 0), False, True),
+    ("1.12.5", (1, 12, 5), True, True),
+    ("mainline", (999, 0, 0), True, True),
+    ("1.9", (1, 9, 0), False, False),
+])
+def test_capabilities_from_the_version(text: str, version: tuple, attachment_range: bool,
+                                       requested_tags: bool) -> None:
+    capabilities = Capabilities.from_system({"Version": text})
+    assert capabilities.version == version
+    assert capabilities.attachment_range is attachment_range
+    assert capabilities.requested_tags is requested_tags
+
+
+def test_settings_never_show_the_password() -> None:
+    assert "hunter2" not in repr(ClientSettings("http://x", "alice", "hunter2"))
