@@ -8,19 +8,21 @@ traceback means a bug.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
 import stat
 import sys
 from collections.abc import Callable
 from contextlib import ExitStack
+from pathlib import Path
 from typing import NoReturn
 
 from . import __version__
 from .errors import AccessDenied, NotFound, OrthancFSError, OrthancUnavailable, StartupError, UsageError
 from .fuse.operations import FuseSettings, OrthancOperations
 from .orthanc import ClientSettings, OrthancClient, validate_url
-from .tree import Tree
+from .tree import Tree, WritePolicy
 
 log = logging.getLogger("orthancfs")
 
@@ -68,7 +70,14 @@ def add_mount_options(parser: argparse.ArgumentParser) -> None:
                             "(default: %(default)s)")
     group.add_argument("--uid", type=int, default=os.getuid(), help="owner of every file (default: you)")
     group.add_argument("--gid", type=int, default=os.getgid(), help="group of every file (default: yours)")
-    group.add_argument("--cache-dir", metavar="DIR", help="where downloads are spooled (default: the temp dir)")
+    group.add_argument("--cache-dir", metavar="DIR", default=default_cache_dir(),
+                       help="where uploads are staged and downloads spooled; kept uploads stay here "
+                            "(default: %(default)s)")
+    group.add_argument("--no-upload", dest="upload", action="store_false",
+                       help="uploads/ is read-only (like WebDavUploadAllowed=false)")
+    group.add_argument("--allow-delete", action="store_true",
+                       help="rm and rmdir in the views delete instances, series, studies, patients in Orthanc")
+    group.add_argument("--read-only", action="store_true", help="refuse every change (EROFS)")
     group.add_argument("--debug", action="store_true", help="log every request")
 
 
@@ -109,17 +118,23 @@ def client_settings(args: argparse.Namespace) -> ClientSettings:
     return ClientSettings(url, args.user, password, args.ca_file, args.insecure, timeout=args.timeout)
 
 
-def prepare_cache_dir(path: str | None) -> str | None:
-    """Create the spool directory (private to its owner) or say why it cannot be used."""
-    if path is None:
-        return None
+def default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "orthancfs")
+
+
+def prepare_cache_dir(path: str, url: str) -> tuple[str, Path]:
+    """Create (private to its owner) the spool directory and this server's upload staging area."""
+    state = Path(path) / "uploads" / hashlib.sha256(url.encode()).hexdigest()[:16]
+    spool = Path(path) / "spool"
     try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
+        for directory in (path, spool, state):
+            os.makedirs(directory, mode=0o700, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create cache directory {path}: {exc.strerror}") from None
-    if not (os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)):
-        raise UsageError(f"cache directory {path} is not a writable directory")
-    return path
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"cache directory {path} is not writable")
+    return str(spool), state
 
 
 def connect(client: OrthancClient) -> str:
@@ -146,16 +161,17 @@ def mount_tree(args: argparse.Namespace, settings: ClientSettings, on_ready: Cal
 
     mountpoint = check_mountpoint(args.mountpoint)
     check_fuse_device()
-    spool_dir = prepare_cache_dir(args.cache_dir)
+    spool_dir, state_dir = prepare_cache_dir(args.cache_dir, settings.url)
     with ExitStack() as stack:
         client = OrthancClient(settings)
         stack.callback(client.close)
         version = connect(client)
         log.info("connected to Orthanc %s at %s", version, client.base_url)
-        tree = Tree(client, metadata_ttl=args.metadata_ttl, spool_dir=spool_dir)
+        policy = WritePolicy(uploads=args.upload, deletes=args.allow_delete, read_only=args.read_only)
+        tree = Tree(client, state_dir, metadata_ttl=args.metadata_ttl, spool_dir=spool_dir, policy=policy)
         stack.callback(tree.close)
         fuse_settings = FuseSettings(uid=args.uid, gid=args.gid, cache_timeout=args.metadata_ttl)
-        serve(OrthancOperations(tree, fuse_settings), mountpoint, client.base_url, on_ready)
+        serve(OrthancOperations(tree, fuse_settings), mountpoint, client.base_url, on_ready, args.read_only)
 
 
 def run_mount(args: argparse.Namespace) -> int:

@@ -39,8 +39,40 @@ class AccessDenied(OrthancFSError):
     """Orthanc refused our credentials or our request."""
 
 
+class Forbidden(OrthancFSError):
+    """The mount's own settings forbid this (uploads off, deletes off, a view folder)."""
+
+
 class OrthancFailed(OrthancFSError):
     """Orthanc answered with an error we cannot map to anything more specific."""
+
+
+class UploadRejected(OrthancFSError):
+    """Orthanc refused a file we sent it (not valid DICOM, missing tags...), or we refused an archive."""
+
+
+class StorageFull(UploadRejected):
+    """Orthanc has no room left for the file."""
+
+
+class InvalidName(OrthancFSError):
+    """A name that cannot exist here (not UTF-8, a reserved name)."""
+
+
+class NameTooLong(OrthancFSError):
+    """A name over 255 bytes."""
+
+
+class AlreadyExists(OrthancFSError):
+    """Creating something where something already is."""
+
+
+class NotEmpty(OrthancFSError):
+    """Removing a folder that still holds files."""
+
+
+class CrossDevice(OrthancFSError):
+    """Moving between the uploads folder and the read-only views."""
 
 
 class UsageError(Exception):

@@ -35,9 +35,12 @@ def check_fuse_device(device: str = "/dev/fuse") -> None:
         raise StartupError(f"FUSE is not available: {device} is missing (load the fuse module, install fuse3)")
 
 
-def serve(ops: OrthancOperations, mountpoint: str, source: str, on_ready: Callable[[], None] | None = None) -> None:
+def serve(ops: OrthancOperations, mountpoint: str, source: str, on_ready: Callable[[], None] | None = None,
+          read_only: bool = False) -> None:
     """Mount `ops` at `mountpoint` and serve requests until unmounted, SIGINT or SIGTERM."""
     options = set(pyfuse3.default_options) | {f"fsname={source.replace(',', '%2C')}", "subtype=orthancfs"}
+    if read_only:
+        options.add("ro")  # the kernel then refuses changes itself, and `mount` shows it
     try:
         pyfuse3.init(ops, mountpoint, options)
     except RuntimeError as exc:

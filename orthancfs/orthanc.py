@@ -9,6 +9,7 @@ retried, with exponential backoff, and never past the `timeout` budget.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
@@ -24,7 +25,15 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from .errors import AccessDenied, NotFound, OrthancFailed, OrthancUnavailable, UsageError
+from .errors import (
+    AccessDenied,
+    NotFound,
+    OrthancFailed,
+    OrthancUnavailable,
+    StorageFull,
+    UploadRejected,
+    UsageError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +157,15 @@ class OrthancClient:
         response = self._request("POST", "/instances", data=data, headers={"Content-Type": "application/dicom"})
         return response.json()
 
+    def upload_file(self, path: str) -> Any:
+        """`POST /instances` streamed from a file (reopened for each retry, never read into RAM)."""
+        response = self._request("POST", "/instances", data=lambda: open(path, "rb"),  # noqa: SIM115
+                                 headers={"Content-Type": "application/dicom"})
+        return response.json()
+
+    def delete(self, path: str) -> None:
+        self._request("DELETE", path).close()
+
     @contextmanager
     def stream(self, path: str) -> Iterator[Iterator[bytes]]:
         """Yield an iterator over the body of GET `path`, chunk by chunk."""
@@ -188,8 +206,12 @@ class OrthancClient:
         connect = max(0.1, min(self.settings.connect_timeout, deadline - time.monotonic()))
         timeouts = (connect, self.settings.timeout)
         log.debug("%s %s", method, path)
+        body = kwargs.pop("data", None)
+        if callable(body):  # a fresh body for each try: a half-sent file cannot be sent again
+            body = body()
         try:
-            response = self.session.request(method, self.base_url + path, timeout=timeouts, **kwargs)
+            with body if hasattr(body, "close") else contextlib.nullcontext():
+                response = self.session.request(method, self.base_url + path, data=body, timeout=timeouts, **kwargs)
         except requests.exceptions.SSLError as exc:
             raise OrthancUnavailable(f"TLS failure talking to {self.base_url}: {_reason(exc)}") from None
         except requests.Timeout as exc:
@@ -244,12 +266,18 @@ def _raise_for_status(method: str, path: str, response: requests.Response) -> No
     detail = _orthanc_detail(response)
     response.close()
     what = f"{method} {path}: HTTP {status}{detail}"
-    if status == 404:
-        raise NotFound(what)
-    if status in (401, 403):
-        raise AccessDenied(what)
     if status in (502, 503, 504):
         raise OrthancUnavailable(what)
+    if status in (401, 403):
+        raise AccessDenied(what)
+    if status == 507:
+        raise StorageFull(what)
+    if method == "POST" and path == "/instances":
+        # Orthanc says 400 for unparsable files and 404 ("Inexistent tag") for
+        # files missing a required tag: both mean the file was refused.
+        raise UploadRejected(what)
+    if status == 404:
+        raise NotFound(what)
     raise OrthancFailed(what)
 
 

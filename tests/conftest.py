@@ -55,6 +55,9 @@ class mounted:  # noqa: N801 - used like a function: `with mounted(url, tmp) as 
     def __init__(self, url: str, tmp: Path, *args: str, expect_warnings: bool = False):
         self.mountpoint = tmp / "mnt"
         self.mountpoint.mkdir(exist_ok=True)
+        self.cache = tmp / "cache"
+        if "--cache-dir" not in args:
+            args = ("--cache-dir", str(self.cache), *args)
         self.process = MountProcess(url, self.mountpoint, *args, log_dir=tmp)
         self.expect_warnings = expect_warnings
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -16,8 +17,8 @@ from .conftest import LoadedOrthanc
 
 
 @pytest.fixture
-def tree(orthanc: LoadedOrthanc) -> Iterator[Tree]:
-    tree = Tree(orthanc.client, metadata_ttl=60)
+def tree(orthanc: LoadedOrthanc, tmp_path: Path) -> Iterator[Tree]:
+    tree = Tree(orthanc.client, tmp_path / "state", metadata_ttl=60)
     yield tree
     tree.close()
 
@@ -146,9 +147,9 @@ def test_files_are_not_directories_and_directories_not_files(tree: Tree) -> None
         tree.open(tree.resolve("by-patients"))
 
 
-def test_listings_are_complete_across_pages(orthanc: LoadedOrthanc) -> None:
-    small_pages = Tree(orthanc.client, metadata_ttl=0, page_size=2)
-    full = Tree(orthanc.client, metadata_ttl=0)
+def test_listings_are_complete_across_pages(orthanc: LoadedOrthanc, tmp_path: Path) -> None:
+    small_pages = Tree(orthanc.client, tmp_path / "small", metadata_ttl=0, page_size=2)
+    full = Tree(orthanc.client, tmp_path / "full", metadata_ttl=0)
     for view in ("by-patients", "by-studies"):
         assert small_pages.children(small_pages.resolve(view)).keys() == full.children(full.resolve(view)).keys()
 

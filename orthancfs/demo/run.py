@@ -25,6 +25,7 @@ def run_demo(args: argparse.Namespace, mount_tree: Callable[..., None]) -> int:
                 client.upload(make_dicom(spec))
         log.info("demo Orthanc on %s (storage in %s)", server.url, workdir)
         args.mountpoint = str(mountpoint)
+        args.cache_dir = str(Path(workdir) / "cache")  # the demo leaves nothing behind
         mount_tree(args, ClientSettings(server.url), on_ready=lambda: _show(mountpoint))
     return 0
 

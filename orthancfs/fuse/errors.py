@@ -17,12 +17,23 @@ ERRNO = {
     errors.NotPermitted: errno.EPERM,
     errors.ReadOnly: errno.EROFS,
     errors.AccessDenied: errno.EACCES,
+    errors.Forbidden: errno.EACCES,
     errors.OrthancUnavailable: errno.EIO,
     errors.OrthancFailed: errno.EIO,
+    errors.StorageFull: errno.ENOSPC,
+    errors.UploadRejected: errno.EINVAL,
+    errors.InvalidName: errno.EINVAL,
+    errors.NameTooLong: errno.ENAMETOOLONG,
+    errors.AlreadyExists: errno.EEXIST,
+    errors.NotEmpty: errno.ENOTEMPTY,
+    errors.CrossDevice: errno.EXDEV,
 }
 
-# Expected outcomes, and unavailability (which the client reports once per outage).
-QUIET = (errors.NotFound, errors.NotADirectory, errors.IsADirectory, errors.OrthancUnavailable)
+# Answers to what the user asked (not problems of the mount), and problems that
+# are reported elsewhere once: outages by the client, refused uploads by uploads/.
+QUIET = (errors.NotFound, errors.NotADirectory, errors.IsADirectory, errors.Forbidden, errors.NotPermitted,
+         errors.ReadOnly, errors.InvalidName, errors.NameTooLong, errors.AlreadyExists, errors.NotEmpty,
+         errors.CrossDevice, errors.OrthancUnavailable, errors.UploadRejected)
 WARNING_INTERVAL = 30.0
 
 

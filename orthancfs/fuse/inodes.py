@@ -6,6 +6,8 @@ entry is dropped when the kernel forgets its last reference.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pyfuse3
 
 from ..tree import Node
@@ -41,6 +43,23 @@ class InodeTable:
         self._counts[inode] += 1
         return inode
 
+    def update(self, inode: int, node: Node) -> None:
+        """Newer attributes for a known inode (same identity)."""
+        if inode in self._nodes:
+            self._nodes[inode] = node
+
+    def rename_subtree(self, view: str, old: str, new: str) -> None:
+        """Follow a rename: entries of `view` at `old` or below now live at `new`."""
+        moved = [(key, inode) for key, inode in self._inodes.items()
+                 if key[0] == view and (key[2] == old or key[2].startswith(old + "/"))]
+        for key, inode in moved:
+            ident = new + key[2][len(old):]
+            node = self._nodes[inode]
+            renamed = replace(node, key=(view, key[1], ident), name=ident.rsplit("/", 1)[-1])
+            del self._inodes[key]
+            self._inodes[renamed.key] = inode
+            self._nodes[inode] = renamed
+
     def forget(self, inode: int, count: int) -> None:
         if inode == pyfuse3.ROOT_INODE or inode not in self._counts:
             return
@@ -48,4 +67,5 @@ class InodeTable:
         if self._counts[inode] <= 0:
             node = self._nodes.pop(inode)
             del self._counts[inode]
-            del self._inodes[node.key]
+            if self._inodes.get(node.key) == inode:  # a rename may have given its name to another inode
+                del self._inodes[node.key]

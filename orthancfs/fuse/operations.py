@@ -1,7 +1,7 @@
 """pyfuse3 request handlers.
 
 Each handler looks up a node, calls the tree model (in a worker thread when it
-may touch the network) and translates errors; nothing else.  Only FUSEError
+may touch the network or disk) and translates errors; nothing else.  Only FUSEError
 may leave a handler (pyfuse3's contract).
 """
 
@@ -26,6 +26,7 @@ from ..content import Content
 from ..errors import OrthancFSError
 from ..tree import Node, Tree
 from ..tree.naming import MAX_NAME_BYTES
+from ..tree.uploads import STATUS_XATTR, UPLOADS, UploadHandle
 from .errors import WarningLimiter, report
 from .inodes import InodeTable
 
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 BLOCK_SIZE = 4096
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2  # renameat2(2) flags
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class FuseSettings:
     gid: int
     cache_timeout: float = 10.0  # how long the kernel may trust names and attributes
     workers: int = 16  # concurrent model calls (threads) at most
+    upload_workers: int = 4  # concurrent uploads to Orthanc at most
 
 
 class OrthancOperations(pyfuse3.Operations):
@@ -56,17 +59,24 @@ class OrthancOperations(pyfuse3.Operations):
         self.settings = settings
         self.inodes = InodeTable(tree.root)
         self.limiter = trio.CapacityLimiter(settings.workers)
+        # Uploads get their own threads, so a big `cp -r` into uploads/ never
+        # starves reads of the rest of the tree.
+        self.upload_limiter = trio.CapacityLimiter(settings.upload_workers)
         self._handles = itertools.count(1)
         self._dirs: dict[int, list[tuple[str, Node]]] = {}
-        self._files: dict[int, Content] = {}
+        self._files: dict[int, Content | UploadHandle] = {}
         self._warnings = WarningLimiter()
 
-    async def _model(self, operation: str, fn: Callable[..., T], *args: Any) -> T:
+    async def _model(self, operation: str, fn: Callable[..., T], *args: Any,
+                     limiter: trio.CapacityLimiter | None = None) -> T:
         """Run a model call in a worker thread, with model errors as errno."""
         try:
-            return await trio.to_thread.run_sync(functools.partial(fn, *args), limiter=self.limiter)
+            return await trio.to_thread.run_sync(functools.partial(fn, *args), limiter=limiter or self.limiter)
         except OrthancFSError as exc:
             raise FUSEError(report(exc, operation, self._warnings)) from None
+        except OSError as exc:  # the local staging area (disk full, ...)
+            log.warning("%s: %s", operation, exc)
+            raise FUSEError(exc.errno or errno.EIO) from None
         except Exception:
             log.exception("%s failed unexpectedly", operation)
             raise FUSEError(errno.EIO) from None
@@ -80,8 +90,11 @@ class OrthancOperations(pyfuse3.Operations):
     def _attributes(self, node: Node, inode: int) -> pyfuse3.EntryAttributes:
         attr = pyfuse3.EntryAttributes()
         attr.st_ino = inode
-        attr.entry_timeout = attr.attr_timeout = self.settings.cache_timeout
-        attr.st_mode = (stat.S_IFDIR | 0o555) if node.is_dir else (stat.S_IFREG | 0o444)
+        # uploads/ is local and changes under the writer's hands: never let the kernel guess.
+        timeout = 0.0 if node.view == UPLOADS else self.settings.cache_timeout
+        attr.entry_timeout = attr.attr_timeout = timeout
+        write = 0o200 if self.tree.writable(node) else 0
+        attr.st_mode = (stat.S_IFDIR | 0o555 | write) if node.is_dir else (stat.S_IFREG | 0o444 | write)
         attr.st_nlink = 2 if node.is_dir else 1
         attr.st_uid, attr.st_gid = self.settings.uid, self.settings.gid
         attr.st_size = node.size
@@ -90,13 +103,20 @@ class OrthancOperations(pyfuse3.Operations):
         attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = node.mtime_ns
         return attr
 
+    def _name(self, name: bytes) -> str:
+        """A name the kernel gave us, as text; names that cannot be ours are refused."""
+        if len(name) > MAX_NAME_BYTES:
+            raise FUSEError(errno.ENAMETOOLONG)
+        try:
+            return name.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FUSEError(errno.EINVAL) from None
+
     # --- names and attributes -------------------------------------------------
 
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        if len(name) > MAX_NAME_BYTES:
-            raise FUSEError(errno.ENAMETOOLONG)
         parent = self._node(parent_inode)
-        node = await self._model("lookup", self.tree.lookup, parent, os.fsdecode(name))
+        node = await self._model("lookup", self.tree.lookup, parent, self._name(name))
         return self._attributes(node, self.inodes.remember(node))
 
     async def forget(self, inode_list: list[tuple[int, int]]) -> None:
@@ -104,14 +124,18 @@ class OrthancOperations(pyfuse3.Operations):
             self.inodes.forget(inode, count)
 
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self._attributes(self._node(inode), inode)
+        node = self._node(inode)
+        if node.view == UPLOADS:
+            node = await self._model("getattr", self.tree.refresh, node)
+            self.inodes.update(inode, node)
+        return self._attributes(node, inode)
 
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         stats = await self._model("statfs", self.tree.statfs)
         data = pyfuse3.StatvfsData()
         data.f_bsize = data.f_frsize = BLOCK_SIZE
         data.f_blocks = math.ceil(stats.used_bytes / BLOCK_SIZE)
-        data.f_bfree = data.f_bavail = 0
+        data.f_bfree = data.f_bavail = stats.free_bytes // BLOCK_SIZE
         data.f_files = stats.instances
         data.f_ffree = data.f_favail = 0
         data.f_namemax = MAX_NAME_BYTES
@@ -143,64 +167,117 @@ class OrthancOperations(pyfuse3.Operations):
     # --- files ----------------------------------------------------------------
 
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
-        if flags & os.O_ACCMODE != os.O_RDONLY:
-            raise FUSEError(errno.EROFS)
         node = self._node(inode)
-        content = await self._model("open", self.tree.open, node)
+        writable = flags & os.O_ACCMODE != os.O_RDONLY
+        content = await self._model("open", self.tree.open, node, writable, bool(flags & os.O_TRUNC))
         handle = next(self._handles)
         self._files[handle] = content
-        # JSON documents may change size between stat and open: let reads, not
-        # the cached size, decide where they end.
+        # Generated documents may change size between stat and open: let reads,
+        # not the cached size, decide where they end.
         return pyfuse3.FileInfo(fh=handle, direct_io=not node.size_is_exact)
 
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        parent = self._node(parent_inode)
+        node, content = await self._model("create", self.tree.create, parent, self._name(name))
+        handle = next(self._handles)
+        self._files[handle] = content
+        return pyfuse3.FileInfo(fh=handle), self._attributes(node, self.inodes.remember(node))
+
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        return self._files[fh].read(off, size)  # a local pread: cheap enough for the loop
+        return _local_io(self._files[fh].read, off, size)  # a local pread: cheap enough for the loop
+
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        content = self._files[fh]
+        if not isinstance(content, UploadHandle):
+            raise FUSEError(errno.EBADF)
+        return _local_io(content.write, off, buf)
+
+    async def flush(self, fh: int) -> None:
+        """close(): the moment an upload is sent to Orthanc, so the writer hears how it went."""
+        content = self._files.get(fh)
+        if isinstance(content, UploadHandle) and content.writable:
+            await self._model("upload", content.flush, limiter=self.upload_limiter)
+
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        pass  # staged data reaches Orthanc at close; before that it is a local file like any other
 
     async def release(self, fh: int) -> None:
         content = self._files.pop(fh, None)
         if content is not None:
             content.close()
 
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
+                      fh: int | None, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        node = self._node(inode)
+        if not (fields.update_size or fields.update_mode or fields.update_atime or fields.update_mtime):
+            return self._attributes(node, inode)  # chown to anything: owners are fixed, nothing to do
+        changes = {
+            "size": attr.st_size if fields.update_size else None,
+            "mode": attr.st_mode if fields.update_mode else None,
+            "atime_ns": attr.st_atime_ns if fields.update_atime else None,
+            "mtime_ns": attr.st_mtime_ns if fields.update_mtime else None,
+        }
+        node = await self._model("setattr", functools.partial(self.tree.set_attributes, node, **changes),
+                                 limiter=self.upload_limiter)
+        self.inodes.update(inode, node)
+        return self._attributes(node, inode)
+
+    # --- extended attributes: why an upload was kept ------------------------------
+
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        node = self._node(inode)
+        if name == STATUS_XATTR.encode():
+            status = await self._model("getxattr", self.tree.status, node)
+            if status is not None:
+                return status.encode("utf-8")
         raise FUSEError(errno.ENODATA)
 
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
-        return []
+        status = await self._model("listxattr", self.tree.status, self._node(inode))
+        return [STATUS_XATTR.encode()] if status is not None else []
 
-    # --- everything that would change the tree: read-only for now --------------
-
-    async def setattr(self, inode, attr, fields, fh, ctx):  # noqa: ANN001 - pyfuse3 signature
-        raise FUSEError(errno.EROFS)
-
-    async def mknod(self, parent_inode, name, mode, rdev, ctx):  # noqa: ANN001
-        raise FUSEError(errno.EROFS)
-
-    async def mkdir(self, parent_inode, name, mode, ctx):  # noqa: ANN001
-        raise FUSEError(errno.EROFS)
-
-    async def create(self, parent_inode, name, mode, flags, ctx):  # noqa: ANN001
-        raise FUSEError(errno.EROFS)
-
-    async def unlink(self, parent_inode, name, ctx):  # noqa: ANN001
-        raise FUSEError(errno.EROFS)
-
-    async def rmdir(self, parent_inode, name, ctx):  # noqa: ANN001
-        raise FUSEError(errno.EROFS)
-
-    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):  # noqa: ANN001
-        raise FUSEError(errno.EROFS)
-
-    async def symlink(self, parent_inode, name, target, ctx):  # noqa: ANN001
-        raise FUSEError(errno.EROFS)
-
-    async def link(self, inode, new_parent_inode, new_name, ctx):  # noqa: ANN001
-        raise FUSEError(errno.EROFS)
-
-    async def write(self, fh, off, buf):  # noqa: ANN001
-        raise FUSEError(errno.EROFS)
-
-    async def setxattr(self, inode, name, value, ctx):  # noqa: ANN001
-        raise FUSEError(errno.EROFS)
+    async def setxattr(self, inode, name, value, ctx):  # noqa: ANN001 - pyfuse3 signature
+        raise FUSEError(errno.ENOTSUP)
 
     async def removexattr(self, inode, name, ctx):  # noqa: ANN001
-        raise FUSEError(errno.EROFS)
+        raise FUSEError(errno.ENOTSUP)
+
+    # --- changing the tree ------------------------------------------------------------
+
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        node = await self._model("mkdir", self.tree.mkdir, self._node(parent_inode), self._name(name))
+        return self._attributes(node, self.inodes.remember(node))
+
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await self._model("unlink", self.tree.unlink, self._node(parent_inode), self._name(name))
+
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await self._model("rmdir", self.tree.rmdir, self._node(parent_inode), self._name(name))
+
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes,
+                     flags: int, ctx: pyfuse3.RequestContext) -> None:
+        if flags & RENAME_EXCHANGE:
+            raise FUSEError(errno.EINVAL)
+        old_parent, new_parent = self._node(parent_inode_old), self._node(parent_inode_new)
+        old, new = await self._model("rename", self.tree.rename, old_parent, self._name(name_old), new_parent,
+                                     self._name(name_new), not flags & RENAME_NOREPLACE)
+        self.inodes.rename_subtree(UPLOADS, old, new)
+
+    async def mknod(self, parent_inode, name, mode, rdev, ctx):  # noqa: ANN001 - pyfuse3 signature
+        raise FUSEError(errno.EPERM)  # no devices, pipes or sockets in uploads/
+
+    async def symlink(self, parent_inode, name, target, ctx):  # noqa: ANN001
+        raise FUSEError(errno.EPERM)
+
+    async def link(self, inode, new_parent_inode, new_name, ctx):  # noqa: ANN001
+        raise FUSEError(errno.EPERM)
+
+
+def _local_io(function: Callable[..., T], *args: Any) -> T:
+    """A read or write on a local file, its OSError as the same errno."""
+    try:
+        return function(*args)
+    except OSError as exc:
+        raise FUSEError(exc.errno or errno.EIO) from None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .model import FsStats, Tree
+from .model import FsStats, Tree, WritePolicy
 from .nodes import Kind, Node, Role
 
-__all__ = ["FsStats", "Kind", "Node", "Role", "Tree"]
+__all__ = ["FsStats", "Kind", "Node", "Role", "Tree", "WritePolicy"]

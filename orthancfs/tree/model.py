@@ -7,21 +7,34 @@ HTTP statuses; failures are the exceptions of `orthancfs.errors`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from cachetools import LRUCache
 
 from ..cache import MetadataCache
 from ..content import BytesContent, Content, ContentStore
-from ..errors import IsADirectory, NotADirectory, NotFound
+from ..errors import (
+    CrossDevice,
+    Forbidden,
+    IsADirectory,
+    NotADirectory,
+    NotFound,
+    NotPermitted,
+    ReadOnly,
+)
 from ..orthanc import OrthancClient
 from . import views
 from .index import PAGE_SIZE, OrthancIndex
+from .ingest import Ingester
 from .naming import NameAssigner
 from .nodes import Kind, Node, Role, directory
+from .uploads import UPLOADS, UploadArea, UploadHandle
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +47,19 @@ class FsStats:
 
     used_bytes: int
     instances: int
+    free_bytes: int = 0  # room for uploads (staged on local disk first)
+
+
+@dataclass(frozen=True)
+class WritePolicy:
+    """What the mount lets users change (Orthanc's WebDavUploadAllowed / WebDavDeleteAllowed)."""
+
+    uploads: bool = True
+    deletes: bool = False
+    read_only: bool = False
+
+
+DELETABLE = {Role.PATIENT: "patients", Role.STUDY: "studies", Role.SERIES: "series", Role.INSTANCE: "instances"}
 
 
 @dataclass
@@ -45,11 +71,13 @@ class _Listing:
 class Tree:
     """One Orthanc server seen as a directory tree (see DESIGN.md section 2)."""
 
-    def __init__(self, client: OrthancClient, *, metadata_ttl: float = 10.0, spool_dir: str | None = None,
-                 page_size: int = PAGE_SIZE):
+    def __init__(self, client: OrthancClient, state_dir: Path, *, metadata_ttl: float = 10.0,
+                 spool_dir: str | None = None, page_size: int = PAGE_SIZE, policy: WritePolicy | None = None):
         self.client = client
+        self.policy = policy or WritePolicy()
         self.index = OrthancIndex(client, MetadataCache(metadata_ttl), page_size)
         self.content = ContentStore(client, spool_dir)
+        self.uploads = UploadArea(state_dir, Ingester(client, spool_dir), on_stored=self.index.cache.invalidate)
         self.root = directory("", Role.ROOT, "", time.time_ns())
         # Per directory: the name assigner (so names stick) and the last listing,
         # reused while the sources it was computed from are the very same objects.
@@ -61,6 +89,8 @@ class Tree:
         """The entries of directory `node`, by name, sorted."""
         if not node.is_dir:
             raise NotADirectory(node.name)
+        if node.view == UPLOADS:
+            return self.uploads.children(node)
         found = views.sources(self.index, node)
         with self._lock:
             listing = self._listings.get(node.key)
@@ -78,6 +108,8 @@ class Tree:
         return dict(sorted(named.items()))
 
     def lookup(self, parent: Node, name: str) -> Node:
+        if parent.view == UPLOADS:
+            return self.uploads.lookup(parent, name)
         try:
             return self.children(parent)[name]
         except KeyError:
@@ -91,8 +123,30 @@ class Tree:
                 node = self.lookup(node, name)
         return node
 
-    def open(self, node: Node) -> Content:
-        """Readable content of a file node; close() it when done."""
+    def refresh(self, node: Node) -> Node:
+        """`node` with current attributes (uploads change under our feet; Orthanc's resources do not)."""
+        if node.view != UPLOADS or node.role is Role.UPLOADS:
+            return node
+        if node.role is Role.REPORT:
+            return self.uploads.report_node()
+        return self.uploads.node(node.ident)
+
+    def writable(self, node: Node) -> bool:
+        """Whether the mode bits should invite changes to `node` (or, for folders, its entries)."""
+        if self.policy.read_only or node.kind in (Kind.TEXT, Kind.JSON, Kind.INSTANCE):
+            return False
+        if node.view == UPLOADS:
+            return self.policy.uploads
+        return self.policy.deletes and node.is_dir and node.role is not Role.ROOT
+
+    def open(self, node: Node, writable: bool = False, truncate: bool = False) -> Content | UploadHandle:
+        """Content of a file node; close() it when done.  Only uploads can be opened for writing."""
+        if writable:
+            self._check_upload(node)
+        if node.kind is Kind.UPLOAD:
+            return self.uploads.open(node, writable, truncate)
+        if node.kind is Kind.TEXT:
+            return BytesContent(self.uploads.report())
         if node.kind is Kind.INSTANCE:
             return self.content.open_instance(node.ident)
         if node.kind is Kind.JSON:
@@ -100,12 +154,104 @@ class Tree:
             return BytesContent(self.index.document(level, node.ident))
         raise IsADirectory(node.name)
 
+    # --- changes -------------------------------------------------------------------
+
+    def _check_upload(self, node: Node) -> None:
+        if self.policy.read_only:
+            raise ReadOnly("mounted --read-only")
+        if node.view != UPLOADS or node.kind is Kind.TEXT:
+            raise Forbidden("only uploads/ accepts new or changed files")
+        if not self.policy.uploads:
+            raise Forbidden("uploads are disabled (--no-upload)")
+
+    def create(self, parent: Node, name: str) -> tuple[Node, UploadHandle]:
+        self._check_upload(parent)
+        return self.uploads.create(parent, name)
+
+    def mkdir(self, parent: Node, name: str) -> Node:
+        self._check_upload(parent)
+        return self.uploads.mkdir(parent, name)
+
+    def unlink(self, parent: Node, name: str) -> None:
+        if parent.view == UPLOADS:
+            self._check_upload(parent)
+            self.uploads.unlink(parent, name)
+        else:
+            self._delete(parent, name, folder=False)
+
+    def rmdir(self, parent: Node, name: str) -> None:
+        if parent.view == UPLOADS:
+            self._check_upload(parent)
+            self.uploads.rmdir(parent, name)
+        else:
+            self._delete(parent, name, folder=True)
+
+    def _delete(self, parent: Node, name: str, folder: bool) -> None:
+        """Delete the Orthanc resource behind `name`: an instance, or a whole series/study/patient."""
+        if self.policy.read_only:
+            raise ReadOnly("mounted --read-only")
+        if not self.policy.deletes:
+            raise Forbidden("deleting is disabled; mount with --allow-delete")
+        try:
+            node = self.lookup(parent, name)
+        except NotFound:
+            return  # the kernel saw it a moment ago: gone meanwhile (e.g. with its last instance)
+        if node.is_dir != folder:
+            raise IsADirectory(name) if node.is_dir else NotADirectory(name)
+        level = DELETABLE.get(node.role)
+        if level is None:
+            raise NotPermitted(f"{name} is not an Orthanc resource and cannot be deleted")
+        with contextlib.suppress(NotFound):  # already gone is what rm wanted
+            self.client.delete(f"/{level}/{node.ident}")
+        self.index.cache.invalidate()
+        log.info("deleted %s %s (%s)", level, node.ident, name)
+
+    def rename(self, old_parent: Node, old_name: str, new_parent: Node, new_name: str,
+               replace: bool = True) -> tuple[str, str]:
+        """Rename inside uploads/ (only there); returns the old and new identities for the frontend."""
+        if self.policy.read_only:
+            raise ReadOnly("mounted --read-only")
+        inside = (old_parent.view == UPLOADS, new_parent.view == UPLOADS)
+        if inside == (True, True):
+            self._check_upload(new_parent)
+            self.uploads.rename(old_parent, old_name, new_parent, new_name, replace)
+            return _child(old_parent, old_name), _child(new_parent, new_name)
+        if any(inside):
+            raise CrossDevice("moves between uploads/ and the views are copies")
+        raise NotPermitted("the views are Orthanc's; names cannot be changed")
+
+    def set_attributes(self, node: Node, *, size: int | None = None, mode: int | None = None,
+                       atime_ns: int | None = None, mtime_ns: int | None = None) -> Node:
+        """truncate/chmod/utime: only for uploads (owners cannot change, so they are not asked)."""
+        if self.policy.read_only:
+            raise ReadOnly("mounted --read-only")
+        if node.view != UPLOADS or node.role in (Role.UPLOADS, Role.REPORT):
+            raise NotPermitted(f"{node.name or '/'} belongs to Orthanc; its attributes are not yours to change")
+        self._check_upload(node)
+        if size is not None:
+            self.uploads.truncate(node, size)
+        if mode is not None:
+            self.uploads.set_mode(node, mode)
+        if atime_ns is not None or mtime_ns is not None:
+            self.uploads.set_times(node, atime_ns, mtime_ns)
+        return self.refresh(node)
+
+    def status(self, node: Node) -> str | None:
+        """Why an upload is still in uploads/ (None: nothing to say)."""
+        return self.uploads.status(node) if node.view == UPLOADS else None
+
     def statfs(self) -> FsStats:
         stats = self.index.statistics()
-        return FsStats(int(stats.get("TotalDiskSize", 0)), int(stats.get("CountInstances", 0)))
+        accepting = self.policy.uploads and not self.policy.read_only
+        free = shutil.disk_usage(self.uploads.files).free if accepting else 0
+        return FsStats(int(stats.get("TotalDiskSize", 0)), int(stats.get("CountInstances", 0)), free)
 
     def close(self) -> None:
         self.content.close()
+
+
+def _child(parent: Node, name: str) -> str:
+    return f"{parent.ident}/{name}" if parent.ident else name
 
 
 def _same_sources(old: views.Sources, new: views.Sources) -> bool:

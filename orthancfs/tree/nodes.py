@@ -16,6 +16,8 @@ class Kind(enum.Enum):
     DIRECTORY = "directory"
     INSTANCE = "instance"  # a DICOM file, content from GET /instances/{id}/file
     JSON = "json"  # study.json / series.json, content from GET /{level}/{id}
+    UPLOAD = "upload"  # a file in uploads/, stored on local disk until Orthanc takes it
+    TEXT = "text"  # a generated report
 
 
 class Role(enum.StrEnum):
@@ -33,6 +35,9 @@ class Role(enum.StrEnum):
     INSTANCE = "instance"
     STUDY_JSON = "study.json"
     SERIES_JSON = "series.json"
+    UPLOAD_DIR = "upload-dir"
+    UPLOAD_FILE = "upload-file"
+    REPORT = "report"
 
 
 NodeKey = tuple[str, Role, str]  # (view, role, identifier)
@@ -69,8 +74,8 @@ class Node:
 
     @property
     def size_is_exact(self) -> bool:
-        """False where the content may change between stat and open (JSON documents)."""
-        return self.kind is not Kind.JSON
+        """False where the content may change between stat and open (generated documents)."""
+        return self.kind not in (Kind.JSON, Kind.TEXT)
 
     def named(self, name: str) -> Node:
         return replace(self, name=name)

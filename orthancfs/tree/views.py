@@ -28,7 +28,7 @@ Sources = tuple[Any, ...]
 def sources(index: OrthancIndex, node: Node) -> Sources:
     """Everything (from Orthanc) that the listing of `node` depends on."""
     role, view = node.role, node.view
-    if role in (Role.ROOT, Role.UPLOADS):
+    if role is Role.ROOT:
         return ()
     if role is Role.VIEW:
         return (index.patients(),) if view == BY_PATIENTS else (index.studies(),)
@@ -138,12 +138,8 @@ def _undated(node: Node, studies: list[dict]) -> list[Entry]:
     return _studies(BY_DATES, (s for s in studies if study_year_month(_tag(s, "StudyDate")) is None))
 
 
-def _uploads(node: Node) -> list[Entry]:
-    return []
-
-
 _LISTERS: dict[Role, Callable[..., list[Entry]]] = {
-    Role.ROOT: _root, Role.VIEW: _view, Role.UPLOADS: _uploads, Role.PATIENT: _patient,
+    Role.ROOT: _root, Role.VIEW: _view, Role.PATIENT: _patient,
     Role.STUDY: _study, Role.SERIES: _series, Role.YEAR: _year, Role.MONTH: _month, Role.UNDATED: _undated,
 }
 
