@@ -48,6 +48,8 @@ def make_dicom(spec: Spec) -> bytes:
         if value is not None:
             setattr(ds, keyword, value)
     ds.InstanceNumber = spec.instance_number
+    # What a DICOMDIR needs to index the file (as on a real CD).
+    ds.StudyTime, ds.StudyID, ds.SeriesNumber = "120000", "1", 1
     _add_pixels(ds, spec)
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = sop_class, spec.sop_uid

@@ -93,8 +93,12 @@ class OrthancOperations(pyfuse3.Operations):
         # uploads/ is local and changes under the writer's hands: never let the kernel guess.
         timeout = 0.0 if node.view == UPLOADS else self.settings.cache_timeout
         attr.entry_timeout = attr.attr_timeout = timeout
-        write = 0o200 if self.tree.writable(node) else 0
-        attr.st_mode = (stat.S_IFDIR | 0o555 | write) if node.is_dir else (stat.S_IFREG | 0o444 | write)
+        writable = self.tree.writable(node)
+        if writable and node.mode is not None:
+            permissions = node.mode
+        else:
+            permissions = (0o555 if node.is_dir else 0o444) | (0o200 if writable else 0)
+        attr.st_mode = (stat.S_IFDIR if node.is_dir else stat.S_IFREG) | permissions
         attr.st_nlink = 2 if node.is_dir else 1
         attr.st_uid, attr.st_gid = self.settings.uid, self.settings.gid
         attr.st_size = node.size
@@ -179,7 +183,7 @@ class OrthancOperations(pyfuse3.Operations):
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         parent = self._node(parent_inode)
-        node, content = await self._model("create", self.tree.create, parent, self._name(name))
+        node, content = await self._model("create", self.tree.create, parent, self._name(name), mode)
         handle = next(self._handles)
         self._files[handle] = content
         return pyfuse3.FileInfo(fh=handle), self._attributes(node, self.inodes.remember(node))
@@ -196,7 +200,7 @@ class OrthancOperations(pyfuse3.Operations):
     async def flush(self, fh: int) -> None:
         """close(): the moment an upload is sent to Orthanc, so the writer hears how it went."""
         content = self._files.get(fh)
-        if isinstance(content, UploadHandle) and content.writable:
+        if isinstance(content, UploadHandle) and content.changed:
             await self._model("upload", content.flush, limiter=self.upload_limiter)
 
     async def fsync(self, fh: int, datasync: bool) -> None:
@@ -247,7 +251,7 @@ class OrthancOperations(pyfuse3.Operations):
 
     async def mkdir(self, parent_inode: int, name: bytes, mode: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        node = await self._model("mkdir", self.tree.mkdir, self._node(parent_inode), self._name(name))
+        node = await self._model("mkdir", self.tree.mkdir, self._node(parent_inode), self._name(name), mode)
         return self._attributes(node, self.inodes.remember(node))
 
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:

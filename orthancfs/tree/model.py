@@ -164,13 +164,13 @@ class Tree:
         if not self.policy.uploads:
             raise Forbidden("uploads are disabled (--no-upload)")
 
-    def create(self, parent: Node, name: str) -> tuple[Node, UploadHandle]:
+    def create(self, parent: Node, name: str, mode: int = 0o644) -> tuple[Node, UploadHandle]:
         self._check_upload(parent)
-        return self.uploads.create(parent, name)
+        return self.uploads.create(parent, name, mode)
 
-    def mkdir(self, parent: Node, name: str) -> Node:
+    def mkdir(self, parent: Node, name: str, mode: int = 0o755) -> Node:
         self._check_upload(parent)
-        return self.uploads.mkdir(parent, name)
+        return self.uploads.mkdir(parent, name, mode)
 
     def unlink(self, parent: Node, name: str) -> None:
         if parent.view == UPLOADS:
@@ -232,8 +232,8 @@ class Tree:
             self.uploads.truncate(node, size)
         if mode is not None:
             self.uploads.set_mode(node, mode)
-        if atime_ns is not None or mtime_ns is not None:
-            self.uploads.set_times(node, atime_ns, mtime_ns)
+        if (atime_ns is not None or mtime_ns is not None) and self.uploads.set_times(node, atime_ns, mtime_ns):
+            return node  # a retried upload was delivered: the file is gone, and that is success
         return self.refresh(node)
 
     def status(self, node: Node) -> str | None:

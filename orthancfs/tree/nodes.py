@@ -52,6 +52,7 @@ class Node:
     name: str = ""
     size: int = 0
     mtime_ns: int = 0
+    mode: int | None = None  # permission bits of a local (uploads/) entry; None: derived from the policy
     # What the node needs to list its children or produce its content; never
     # part of its identity (equality of keys is what matters).
     extra: Any = field(default=None, compare=False, repr=False)

@@ -45,18 +45,25 @@ def upload_root() -> Node:
 class UploadHandle:
     """One open file of uploads/: reads and writes go straight to the staging file."""
 
-    def __init__(self, area: UploadArea, rel: str, fd: int, writable: bool):
+    def __init__(self, area: UploadArea, rel: str, fd: int, writable: bool, changed: bool = False):
         self.area, self.rel, self.fd, self.writable = area, rel, fd, writable
+        # Only a handle that created, wrote or truncated the file sends it at close:
+        # `touch` opens for writing too, and must not send a file twice.
+        self.changed = changed
 
     def read(self, offset: int, size: int) -> bytes:
         return os.pread(self.fd, size, offset)
 
     def write(self, offset: int, data: bytes) -> int:
+        self.changed = True
         return os.pwrite(self.fd, data, offset)
 
     def flush(self) -> bool:
-        """Send the file to Orthanc if it was opened for writing; True if it left uploads/."""
-        return self.area.finish(self.rel) if self.writable else False
+        """Send the file to Orthanc if this handle changed it; True if it left uploads/."""
+        if not self.changed:
+            return False
+        self.changed = False
+        return self.area.finish(self.rel)
 
     def close(self) -> None:
         os.close(self.fd)
@@ -88,11 +95,10 @@ class UploadArea:
             info = os.lstat(self.local(rel))
         except FileNotFoundError:
             raise NotFound(f"uploads/{rel}") from None
+        name, mode = rel.rsplit("/", 1)[-1], stat.S_IMODE(info.st_mode)
         if stat.S_ISDIR(info.st_mode):
-            return Node((UPLOADS, Role.UPLOAD_DIR, rel), Kind.DIRECTORY, rel.rsplit("/", 1)[-1],
-                        mtime_ns=info.st_mtime_ns)
-        return Node((UPLOADS, Role.UPLOAD_FILE, rel), Kind.UPLOAD, rel.rsplit("/", 1)[-1], info.st_size,
-                    info.st_mtime_ns)
+            return Node((UPLOADS, Role.UPLOAD_DIR, rel), Kind.DIRECTORY, name, mtime_ns=info.st_mtime_ns, mode=mode)
+        return Node((UPLOADS, Role.UPLOAD_FILE, rel), Kind.UPLOAD, name, info.st_size, info.st_mtime_ns, mode)
 
     def report_node(self) -> Node:
         return Node((UPLOADS, Role.REPORT, ""), Kind.TEXT, REPORT_NAME, len(self.report()), time.time_ns())
@@ -121,14 +127,14 @@ class UploadArea:
 
     # --- changes ----------------------------------------------------------------
 
-    def create(self, parent: Node, name: str) -> tuple[Node, UploadHandle]:
+    def create(self, parent: Node, name: str, mode: int = 0o644) -> tuple[Node, UploadHandle]:
         rel = self._new_name(parent, name)
-        try:
-            fd = os.open(self.local(rel), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:  # the owner keeps read and write: the file is ours to send and to keep
+            fd = os.open(self.local(rel), os.O_RDWR | os.O_CREAT | os.O_EXCL, stat.S_IMODE(mode) | 0o600)
         except FileExistsError:
             raise AlreadyExists(f"uploads/{rel}") from None
         self.ledger.forget(rel)
-        return self.node(rel), UploadHandle(self, rel, fd, writable=True)
+        return self.node(rel), UploadHandle(self, rel, fd, writable=True, changed=True)
 
     def open(self, node: Node, writable: bool, truncate: bool) -> UploadHandle:
         flags = (os.O_RDWR if writable else os.O_RDONLY) | (os.O_TRUNC if truncate and writable else 0)
@@ -136,12 +142,12 @@ class UploadArea:
             fd = os.open(self.local(node.ident), flags)
         except FileNotFoundError:
             raise NotFound(f"uploads/{node.ident}") from None
-        return UploadHandle(self, node.ident, fd, writable)
+        return UploadHandle(self, node.ident, fd, writable, changed=truncate and writable)
 
-    def mkdir(self, parent: Node, name: str) -> Node:
+    def mkdir(self, parent: Node, name: str, mode: int = 0o755) -> Node:
         rel = self._new_name(parent, name)
         try:
-            os.mkdir(self.local(rel), 0o700)
+            os.mkdir(self.local(rel), stat.S_IMODE(mode) | 0o700)
         except FileExistsError:
             raise AlreadyExists(f"uploads/{rel}") from None
         return self.node(rel)
@@ -174,16 +180,18 @@ class UploadArea:
     def truncate(self, node: Node, size: int) -> None:
         _local_call(os.truncate, self.local(node.ident), node.ident, size)
 
-    def set_times(self, node: Node, atime_ns: int | None, mtime_ns: int | None) -> None:
-        info = os.lstat(self.local(node.ident))
-        times = (atime_ns if atime_ns is not None else info.st_atime_ns,
-                 mtime_ns if mtime_ns is not None else info.st_mtime_ns)
-        os.utime(self.local(node.ident), ns=times)
+    def set_times(self, node: Node, atime_ns: int | None, mtime_ns: int | None) -> bool:
+        """utime; on a kept file this is also `touch` to retry: True if the file then left uploads/."""
+        current = self.node(node.ident)
+        times = (atime_ns if atime_ns is not None else current.mtime_ns,
+                 mtime_ns if mtime_ns is not None else current.mtime_ns)
+        _local_call(os.utime, self.local(node.ident), node.ident, ns=times)
         if node.kind is Kind.UPLOAD and self.ledger.get(node.ident) is not None:
-            self.finish(node.ident)  # `touch` on a kept file: try again, and say how it went
+            return self.finish(node.ident)  # say how the retry went
+        return False
 
     def set_mode(self, node: Node, mode: int) -> None:
-        os.chmod(self.local(node.ident), stat.S_IMODE(mode) | stat.S_IRUSR | stat.S_IWUSR)
+        _local_call(os.chmod, self.local(node.ident), node.ident, stat.S_IMODE(mode) | stat.S_IRUSR | stat.S_IWUSR)
 
     # --- ingestion ----------------------------------------------------------------
 
@@ -282,10 +290,10 @@ def _join(parent: str, name: str) -> str:
     return f"{parent}/{name}" if parent else name
 
 
-def _local_call(function: Callable[..., object], path: Path, rel: str, *args: object) -> None:
+def _local_call(function: Callable[..., object], path: Path, rel: str, *args: object, **kwargs: object) -> None:
     """Run a local file operation, with its failure in the model's words."""
     try:
-        function(path, *args)
+        function(path, *args, **kwargs)
     except FileNotFoundError:
         raise NotFound(f"uploads/{rel}") from None
     except NotADirectoryError:
