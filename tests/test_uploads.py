@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from orthancfs.demo.server import OrthancServer
+from orthancfs.errors import UploadRejected
 from orthancfs.orthanc import OrthancClient
+from orthancfs.tree.ingest import Ingester, ZipLimits
 
 from . import uploads_data as data
 from .conftest import mounted
@@ -269,3 +271,11 @@ def test_threads_writing_the_same_folder(server: OrthancServer, orthanc: Orthanc
         for thread in threads:
             thread.join()
         assert count(orthanc) == 20
+
+
+def test_archives_with_absurd_entry_counts_are_refused_unopened(orthanc: OrthancClient, tmp_path: Path) -> None:
+    archive = tmp_path / "many.zip"
+    archive.write_bytes(data.zip_of({f"{n}.txt": b"x" for n in range(11)}))
+    outcome = Ingester(orthanc, str(tmp_path), ZipLimits(max_entries=10)).ingest(str(archive))
+    assert not outcome.consumed and "11 entries, more than the 10 allowed" in outcome.reason
+    assert isinstance(outcome.error, UploadRejected) and outcome.entries == []
