@@ -1,32 +1,28 @@
-"""The `orthancfs` command: argument parsing, logging set-up, and error reporting.
+"""The `orthancfs` command: arguments, settings, logging, and error reporting.
 
 Every failure the user can fix is printed as one line on stderr with a
 non-zero exit status (2: bad usage or settings, 1: could not start); a
-traceback means a bug.
+traceback means a bug.  `orthancfs SOURCE MOUNTPOINT -o OPTIONS`, the form
+mount(8) uses through mount.fuse3, is `orthancfs mount --background`.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
+import logging.handlers
 import os
-import stat
 import sys
-from collections.abc import Callable
-from contextlib import ExitStack
-from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from . import __version__
-from .errors import AccessDenied, NotFound, OrthancFSError, OrthancUnavailable, StartupError, UsageError
-from .fuse.operations import FuseSettings, OrthancOperations
-from .orthanc import ClientSettings, OrthancClient, validate_url
-from .tree import Tree, WritePolicy
+from .errors import StartupError, UsageError
+from .settings import OPTIONS, Layer, config_layers, environment_layer, parse_mount_options, resolve
 
 log = logging.getLogger("orthancfs")
 
-DEFAULT_URL = "http://localhost:8042"
+COMMANDS = ("mount", "umount", "demo")
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -36,163 +32,170 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def seconds(text: str, *, zero_ok: bool = True) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if value < 0 or (value == 0 and not zero_ok) or value != value:
-        raise argparse.ArgumentTypeError(f"out of range: {text!r}")
-    return value
+def add_setting_flags(parser: argparse.ArgumentParser, names: set[str] | None = None) -> None:
+    """One flag per setting (see settings.OPTIONS); values are checked when settings are resolved."""
+    for option in OPTIONS:
+        if names is not None and option.name not in names:
+            continue
+        if option.parse.__name__ == "_bool":
+            parser.add_argument(option.long_flag, dest=option.name, action="store_const", const="yes",
+                                default=None, help=option.help)
+        else:
+            metavar = option.name.split("_")[-1].upper()
+            parser.add_argument(option.long_flag, dest=option.name, default=None, metavar=metavar,
+                                help=f"{option.help} (default: {_shown_default(option)})")
 
 
-def positive_seconds(text: str) -> float:
-    return seconds(text, zero_ok=False)
-
-
-def add_connection_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("connecting to Orthanc")
-    group.add_argument("--url", default=os.environ.get("ORTHANC_URL", DEFAULT_URL),
-                       help=f"Orthanc's REST API (default: $ORTHANC_URL or {DEFAULT_URL})")
-    group.add_argument("--user", help="HTTP basic-auth user name")
-    group.add_argument("--password-file", metavar="FILE",
-                       help="file holding the password (first line); must not be readable by group or others")
-    group.add_argument("--ca-file", metavar="FILE", help="CA bundle to verify Orthanc's TLS certificate")
-    group.add_argument("--insecure", action="store_true", help="do not verify Orthanc's TLS certificate")
-    group.add_argument("--timeout", type=positive_seconds, default=30.0, metavar="SECONDS",
-                       help="give up (EIO) when Orthanc is silent this long (default: %(default)s)")
-
-
-def add_mount_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("the mount")
-    group.add_argument("--metadata-ttl", type=seconds, default=10.0, metavar="SECONDS",
-                       help="how long listings and attributes are trusted; 0 asks Orthanc every time "
-                            "(default: %(default)s)")
-    group.add_argument("--uid", type=int, default=os.getuid(), help="owner of every file (default: you)")
-    group.add_argument("--gid", type=int, default=os.getgid(), help="group of every file (default: yours)")
-    group.add_argument("--cache-dir", metavar="DIR", default=default_cache_dir(),
-                       help="where uploads are staged and downloads spooled; kept uploads stay here "
-                            "(default: %(default)s)")
-    group.add_argument("--no-upload", dest="upload", action="store_false",
-                       help="uploads/ is read-only (like WebDavUploadAllowed=false)")
-    group.add_argument("--allow-delete", action="store_true",
-                       help="rm and rmdir in the views delete instances, series, studies, patients in Orthanc")
-    group.add_argument("--read-only", action="store_true", help="refuse every change (EROFS)")
-    group.add_argument("--debug", action="store_true", help="log every request")
+def _shown_default(option: Any) -> str:
+    if option.name == "cache_dir":
+        return "$XDG_CACHE_HOME/orthancfs or ~/.cache/orthancfs"
+    if option.name in ("uid", "gid"):
+        return "yours"
+    if option.name == "umask":
+        return "022"
+    if option.name == "url":
+        return f"$ORTHANC_URL or {option.default}"
+    return str(option.default)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="orthancfs", description="Mount an Orthanc DICOM server as a folder.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
-    mount = commands.add_parser("mount", help="mount an Orthanc server (stays in the foreground)")
-    add_connection_options(mount)
-    add_mount_options(mount)
-    mount.add_argument("mountpoint", metavar="MOUNTPOINT")
+    mount = commands.add_parser("mount", help="mount an Orthanc server",
+                                description="Mount an Orthanc server; stays in the foreground unless --background.")
+    mount.add_argument("source", metavar="SOURCE", nargs="?", help="Orthanc URL or profile name")
+    mount.add_argument("mountpoint", metavar="MOUNTPOINT", nargs="?", help="where to mount (or the profile's)")
+    mount.add_argument("-o", dest="mount_options", action="append", default=[], metavar="OPTIONS",
+                       help="comma-separated options as in fstab: name=value for every setting below, ro, ...")
+    mount.add_argument("--profile", help="the [profile NAME] of the config file to use")
+    mount.add_argument("--config", metavar="FILE", help="config file (default: ~/.config/orthancfs/orthancfs.conf "
+                                                        "and /etc/orthancfs/orthancfs.conf)")
+    mount.add_argument("--background", action="store_true",
+                       help="return once the mount is live and keep serving in the background (as mount(8) does)")
+    add_setting_flags(mount)
     mount.set_defaults(run=run_mount)
+    umount = commands.add_parser("umount", help="unmount, after pending uploads are finished")
+    umount.add_argument("mountpoint", metavar="MOUNTPOINT")
+    umount.add_argument("--wait", default="60", metavar="SECONDS",
+                        help="how long to wait for pending uploads (default: %(default)s)")
+    umount.add_argument("--lazy", action="store_true", help="detach even if files are open (fusermount3 -z)")
+    umount.set_defaults(run=run_umount)
     demo = commands.add_parser("demo", help="start a private Orthanc with sample studies and mount it")
-    add_mount_options(demo)
     demo.add_argument("mountpoint", metavar="MOUNTPOINT", nargs="?", default="pacs")
+    add_setting_flags(demo, {"metadata_ttl", "uid", "gid", "debug", "allow_delete", "read_only", "no_upload"})
     demo.set_defaults(run=run_demo)
     return parser
 
 
-def read_password_file(path: str) -> str:
-    try:
-        info = os.stat(path)
-        if stat.S_IMODE(info.st_mode) & 0o077:
-            raise UsageError(f"password file {path} is accessible by group or others; run: chmod 600 {path}")
-        with open(path, encoding="utf-8") as file:
-            return file.readline().rstrip("\r\n")
-    except OSError as exc:
-        raise UsageError(f"cannot read password file {path}: {exc.strerror}") from None
+def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> dict[str, Any]:
+    """Every setting resolved: flags, then -o options, then environment, then config profile, then defaults."""
+    flags = {o.name: (getattr(args, o.name), o.long_flag) for o in OPTIONS if getattr(args, o.name, None) is not None}
+    options = parse_mount_options(",".join(getattr(args, "mount_options", [])))
+    source, mountpoint = _positionals(args)
+    profile = getattr(args, "profile", None) or _raw(options, "profile") or environ.get("ORTHANCFS_PROFILE")
+    if source is not None:
+        if source.startswith(("http://", "https://")):
+            flags.setdefault("url", (source, "SOURCE"))
+        elif profile is None:
+            profile = source
+    if mountpoint is not None:
+        flags["mountpoint"] = (mountpoint, "MOUNTPOINT")
+    config = getattr(args, "config", None) or _raw(options, "config") or environ.get("ORTHANCFS_CONFIG")
+    layers = [Layer(flags), options, environment_layer(environ), *config_layers(config, profile)]
+    settings = resolve(layers)
+    if not settings["mountpoint"]:
+        raise UsageError("no MOUNTPOINT given (on the command line or in the profile)")
+    return settings
 
 
-def client_settings(args: argparse.Namespace) -> ClientSettings:
-    url = validate_url(args.url)
-    if args.password_file and not args.user:
-        raise UsageError("--password-file needs --user")
-    password = read_password_file(args.password_file) if args.password_file else None
-    if args.ca_file and not os.access(args.ca_file, os.R_OK):
-        raise UsageError(f"cannot read CA file {args.ca_file}")
-    return ClientSettings(url, args.user, password, args.ca_file, args.insecure, timeout=args.timeout)
+def _positionals(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """`mount MOUNTPOINT` or `mount SOURCE MOUNTPOINT`."""
+    source, mountpoint = getattr(args, "source", None), getattr(args, "mountpoint", None)
+    if source is not None and mountpoint is None:
+        return None, source
+    return source, mountpoint
 
 
-def default_cache_dir() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "orthancfs")
-
-
-def prepare_cache_dir(path: str, url: str) -> tuple[str, Path]:
-    """Create (private to its owner) the spool directory and this server's upload staging area."""
-    state = Path(path) / "uploads" / hashlib.sha256(url.encode()).hexdigest()[:16]
-    spool = Path(path) / "spool"
-    try:
-        for directory in (path, spool, state):
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create cache directory {path}: {exc.strerror}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise UsageError(f"cache directory {path} is not writable")
-    return str(spool), state
-
-
-def connect(client: OrthancClient) -> str:
-    """Check that Orthanc answers as Orthanc; its version, or StartupError."""
-    url = client.base_url
-    try:
-        system = client.system
-    except OrthancUnavailable as exc:
-        raise StartupError(str(exc)) from None
-    except AccessDenied as exc:
-        raise StartupError(f"Orthanc at {url} refused the credentials ({exc})") from None
-    except NotFound:
-        raise StartupError(f"{url} does not look like Orthanc (no /system)") from None
-    except OrthancFSError as exc:
-        raise StartupError(f"{url}: {exc}") from None
-    if not isinstance(system, dict) or "Version" not in system:
-        raise StartupError(f"{url} does not look like Orthanc (odd /system answer)")
-    return client.capabilities.version_text
-
-
-def mount_tree(args: argparse.Namespace, settings: ClientSettings, on_ready: Callable[[], None] | None = None) -> None:
-    """Connect, build the tree, mount it and serve until unmounted."""
-    from .mount import check_fuse_device, check_mountpoint, serve  # pyfuse3 loads only when mounting
-
-    mountpoint = check_mountpoint(args.mountpoint)
-    check_fuse_device()
-    spool_dir, state_dir = prepare_cache_dir(args.cache_dir, settings.url)
-    with ExitStack() as stack:
-        client = OrthancClient(settings)
-        stack.callback(client.close)
-        version = connect(client)
-        log.info("connected to Orthanc %s at %s", version, client.base_url)
-        policy = WritePolicy(uploads=args.upload, deletes=args.allow_delete, read_only=args.read_only)
-        tree = Tree(client, state_dir, metadata_ttl=args.metadata_ttl, spool_dir=spool_dir, policy=policy)
-        stack.callback(tree.close)
-        fuse_settings = FuseSettings(uid=args.uid, gid=args.gid, cache_timeout=args.metadata_ttl)
-        serve(OrthancOperations(tree, fuse_settings), mountpoint, client.base_url, on_ready, args.read_only)
+def _raw(layer: Layer, name: str) -> str | None:
+    found = layer.values.get(name)
+    return found[0] if found else None
 
 
 def run_mount(args: argparse.Namespace) -> int:
-    mount_tree(args, client_settings(args))
-    return 0
+    from .mount import mount_from_settings  # pyfuse3 loads only when mounting
+
+    settings = settings_from(args, dict(os.environ))
+    setup_logging(settings, background=args.background)
+    if not args.background:
+        mount_from_settings(settings)
+        return 0
+    from .service import run_detached
+
+    return run_detached(lambda ready: _mount_reporting_errors(settings, ready))
+
+
+def _mount_reporting_errors(settings: dict[str, Any], ready: Any) -> int:
+    from .mount import mount_from_settings
+
+    try:
+        mount_from_settings(settings, ready_callbacks=[ready])
+        return 0
+    except (UsageError, StartupError) as exc:
+        print(f"orthancfs: {exc}", file=sys.stderr)
+        return 1
+
+
+def run_umount(args: argparse.Namespace) -> int:
+    from .unmount import unmount
+
+    try:
+        wait = float(args.wait)
+    except ValueError:
+        raise UsageError(f"--wait: not a number of seconds: {args.wait!r}") from None
+    return unmount(args.mountpoint, wait, args.lazy)
 
 
 def run_demo(args: argparse.Namespace) -> int:
     from .demo.run import run_demo as demo
 
-    return demo(args, mount_tree)
+    setup_logging({"debug": bool(args.debug), "log_file": None}, background=False)
+    return demo(args)
 
 
-def setup_logging(debug: bool) -> None:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    logging.getLogger("orthancfs").setLevel(logging.DEBUG if debug else logging.INFO)
+def setup_logging(settings: dict[str, Any], background: bool) -> None:
+    """Readable on a terminal; plain lines for journald (it adds the time); a file or syslog when detached."""
+    if settings.get("log_file"):
+        try:
+            handler: logging.Handler = logging.FileHandler(settings["log_file"])
+        except OSError as exc:
+            raise UsageError(f"cannot open log file {settings['log_file']}: {exc.strerror}") from None
+        handler.setFormatter(logging.Formatter("%(asctime)s " + LOG_FORMAT))
+    elif background:
+        handler = _syslog_handler()
+    else:
+        handler = logging.StreamHandler()
+        under_journald = "JOURNAL_STREAM" in os.environ
+        handler.setFormatter(logging.Formatter(LOG_FORMAT if under_journald else "%(asctime)s " + LOG_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    log.setLevel(logging.DEBUG if settings.get("debug") else logging.INFO)
+
+
+def _syslog_handler() -> logging.Handler:
+    if not os.path.exists("/dev/log"):
+        return logging.NullHandler()
+    handler = logging.handlers.SysLogHandler(address="/dev/log")
+    handler.setFormatter(logging.Formatter("orthancfs[%(process)d]: " + LOG_FORMAT))
+    return handler
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) >= 2 and argv[0] not in COMMANDS and not argv[0].startswith("-") and not argv[1].startswith("-"):
+        argv = ["mount", "--background", *argv]  # called by mount.fuse3: SOURCE MOUNTPOINT -o OPTIONS
     args = build_parser().parse_args(argv)
-    setup_logging(args.debug)
     try:
         return args.run(args)
     except UsageError as exc:

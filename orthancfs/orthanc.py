@@ -54,6 +54,9 @@ class ClientSettings:
     password: str | None = None
     ca_file: str | None = None
     insecure: bool = False
+    token: str | None = None  # bearer token, for Orthanc behind an authenticating proxy
+    client_cert: str | None = None
+    client_key: str | None = None
     timeout: float = 30.0
     connect_timeout: float = 5.0
     pool_size: int = 16
@@ -122,6 +125,10 @@ class OrthancClient:
         session.trust_env = False  # a stray $http_proxy or ~/.netrc must not redirect medical data
         if settings.username is not None:
             session.auth = (settings.username, settings.password or "")
+        if settings.token:
+            session.headers["Authorization"] = f"Bearer {settings.token}"
+        if settings.client_cert:
+            session.cert = (settings.client_cert, settings.client_key) if settings.client_key else settings.client_cert
         session.verify = False if settings.insecure else (settings.ca_file or True)
         if settings.insecure:
             # Said once here, instead of urllib3's warning on every single request.

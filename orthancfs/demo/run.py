@@ -6,17 +6,18 @@ import argparse
 import logging
 import os
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
-from ..orthanc import ClientSettings
+from ..settings import OPTIONS, Layer, resolve
 from .samples import demo_specs, make_dicom
 from .server import OrthancServer
 
 log = logging.getLogger(__name__)
 
 
-def run_demo(args: argparse.Namespace, mount_tree: Callable[..., None]) -> int:
+def run_demo(args: argparse.Namespace) -> int:
+    from ..mount import mount_from_settings
+
     mountpoint = Path(args.mountpoint).absolute()
     mountpoint.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="orthancfs-demo-") as workdir, OrthancServer(Path(workdir)) as server:
@@ -24,9 +25,10 @@ def run_demo(args: argparse.Namespace, mount_tree: Callable[..., None]) -> int:
             for spec in demo_specs():
                 client.upload(make_dicom(spec))
         log.info("demo Orthanc on %s (storage in %s)", server.url, workdir)
-        args.mountpoint = str(mountpoint)
-        args.cache_dir = str(Path(workdir) / "cache")  # the demo leaves nothing behind
-        mount_tree(args, ClientSettings(server.url), on_ready=lambda: _show(mountpoint))
+        given = {o.name: (getattr(args, o.name), o.long_flag) for o in OPTIONS if getattr(args, o.name, None)}
+        demo = {"url": (server.url, "demo"), "mountpoint": (str(mountpoint), "demo"),
+                "cache_dir": (str(Path(workdir) / "cache"), "demo")}  # the demo leaves nothing behind
+        mount_from_settings(resolve([Layer(given), Layer(demo)]), on_ready=lambda: _show(mountpoint))
     return 0
 
 

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 BLOCK_SIZE = 4096
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2  # renameat2(2) flags
+PENDING_XATTR = b"user.orthancfs.pending"
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class FuseSettings:
 
     uid: int
     gid: int
+    umask: int = 0o022
     cache_timeout: float = 10.0  # how long the kernel may trust names and attributes
     workers: int = 16  # concurrent model calls (threads) at most
     upload_workers: int = 4  # concurrent uploads to Orthanc at most
@@ -66,6 +68,7 @@ class OrthancOperations(pyfuse3.Operations):
         self._dirs: dict[int, list[tuple[str, Node]]] = {}
         self._files: dict[int, Content | UploadHandle] = {}
         self._warnings = WarningLimiter()
+        self._sending: dict[int, str] = {}  # handle -> uploads/ path, while it is sent to Orthanc
 
     async def _model(self, operation: str, fn: Callable[..., T], *args: Any,
                      limiter: trio.CapacityLimiter | None = None) -> T:
@@ -97,7 +100,7 @@ class OrthancOperations(pyfuse3.Operations):
         if writable and node.mode is not None:
             permissions = node.mode
         else:
-            permissions = (0o555 if node.is_dir else 0o444) | (0o200 if writable else 0)
+            permissions = ((0o555 if node.is_dir else 0o444) | (0o200 if writable else 0)) & ~self.settings.umask
         attr.st_mode = (stat.S_IFDIR if node.is_dir else stat.S_IFREG) | permissions
         attr.st_nlink = 2 if node.is_dir else 1
         attr.st_uid, attr.st_gid = self.settings.uid, self.settings.gid
@@ -201,7 +204,17 @@ class OrthancOperations(pyfuse3.Operations):
         """close(): the moment an upload is sent to Orthanc, so the writer hears how it went."""
         content = self._files.get(fh)
         if isinstance(content, UploadHandle) and content.changed:
-            await self._model("upload", content.flush, limiter=self.upload_limiter)
+            self._sending[fh] = content.rel
+            try:
+                await self._model("upload", content.flush, limiter=self.upload_limiter)
+            finally:
+                del self._sending[fh]
+
+    def uploads_being_sent(self) -> list[str]:
+        return sorted(self._sending.values())
+
+    def uploads_open_for_writing(self) -> list[str]:
+        return sorted(c.rel for c in self._files.values() if isinstance(c, UploadHandle) and c.writable)
 
     async def fsync(self, fh: int, datasync: bool) -> None:
         pass  # staged data reaches Orthanc at close; before that it is a local file like any other
@@ -231,6 +244,9 @@ class OrthancOperations(pyfuse3.Operations):
 
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
         node = self._node(inode)
+        if name == PENDING_XATTR and inode == pyfuse3.ROOT_INODE:  # what `orthancfs umount` waits for
+            pending = sorted(set(self.uploads_being_sent() + self.uploads_open_for_writing()))
+            return "\n".join(pending).encode("utf-8")
         if name == STATUS_XATTR.encode():
             status = await self._model("getxattr", self.tree.status, node)
             if status is not None:

@@ -1,0 +1,225 @@
+"""Every mount option, from every source, with one precedence.
+
+An option can come from a command-line flag, an `-o` option (mount(8), fstab),
+an environment variable (ORTHANCFS_<NAME>) or a profile of the config file; the
+first of these that sets it wins, then the default.  Secrets are never
+accepted on the command line: they come from files, the environment, ~/.netrc
+or systemd credentials (see credentials.py).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+SYSTEM_CONFIG = Path("/etc/orthancfs/orthancfs.conf")
+
+
+def user_config() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "orthancfs" / "orthancfs.conf"
+
+
+def default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "orthancfs")
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "yes", "true", "on", ""):
+        return True
+    if lowered in ("0", "no", "false", "off"):
+        return False
+    raise ValueError(f"not a yes/no value: {text!r}")
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"not a number of seconds: {text!r}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise ValueError("must be more than 0")
+    return value
+
+
+def _id(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise ValueError(f"not a user or group id: {text!r}")
+    return value
+
+
+def _umask(text: str) -> int:
+    value = int(text, 8)
+    if not 0 <= value <= 0o777:
+        raise ValueError(f"not an octal umask: {text!r}")
+    return value
+
+
+def _text(text: str) -> str:
+    if not text:
+        raise ValueError("empty")
+    return text
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its name (as in `-o name=` and the config file), parser and default."""
+
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    flag: str = ""  # the long flag, when it is not --name-with-dashes
+
+    @property
+    def env(self) -> str:
+        return "ORTHANCFS_" + self.name.upper()
+
+    @property
+    def long_flag(self) -> str:
+        return self.flag or "--" + self.name.replace("_", "-")
+
+
+OPTIONS = [
+    Option("url", _text, "http://localhost:8042", "Orthanc's REST API"),
+    Option("user", _text, None, "HTTP basic-auth user name"),
+    Option("password_file", _text, None, "file holding the password; must not be readable by group or others"),
+    Option("token_file", _text, None, "file holding a bearer token (Orthanc behind an authenticating proxy)"),
+    Option("ca_file", _text, None, "CA bundle to verify Orthanc's TLS certificate"),
+    Option("client_cert", _text, None, "TLS client certificate (PEM), for a proxy that asks for one"),
+    Option("client_key", _text, None, "its private key (PEM), if not in the certificate file"),
+    Option("insecure", _bool, False, "do not verify Orthanc's TLS certificate"),
+    Option("timeout", _positive_seconds, 30.0, "give up (EIO) when Orthanc is silent this long, in seconds"),
+    Option("metadata_ttl", _seconds, 10.0, "seconds listings and attributes are trusted; 0 asks every time"),
+    Option("uid", _id, os.getuid(), "owner of every file"),
+    Option("gid", _id, os.getgid(), "group of every file"),
+    Option("umask", _umask, 0o022, "permission bits to remove, in octal"),
+    Option("allow_other", _bool, False, "let other users see the mount (needs user_allow_other for non-root)"),
+    Option("cache_dir", _text, default_cache_dir(), "where uploads are staged and downloads spooled"),
+    Option("no_upload", _bool, False, "uploads/ is read-only"),
+    Option("allow_delete", _bool, False, "rm and rmdir in the views delete from Orthanc"),
+    Option("read_only", _bool, False, "refuse every change (EROFS)"),
+    Option("debug", _bool, False, "log every request"),
+    Option("log_file", _text, None, "log to this file instead of stderr"),
+    Option("mountpoint", _text, None, "where to mount (config profiles, for `orthancfs mount --profile`)"),
+]
+BY_NAME = {option.name: option for option in OPTIONS}
+
+# -o options that mount(8), fstab or systemd use, meaningless to us: accepted and ignored.
+IGNORED = frozenset({"rw", "auto", "noauto", "user", "users", "nouser", "owner", "group", "defaults", "_netdev",
+                     "nofail", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "async", "sync", "atime",
+                     "noatime", "relatime", "norelatime", "strictatime", "lazytime", "nodiratime", "diratime",
+                     "default_permissions", "fsname", "subtype", "bg", "fg", "comment", "foreground"})
+IGNORED_PREFIXES = ("x-", "comment=", "fsname=", "subtype=")
+ALIASES = {"ro": ("read_only", "yes"), "allow_root": ("allow_other", "yes")}
+SECRETS = frozenset({"password", "pass", "passwd", "token", "secret"})
+
+
+@dataclass(frozen=True)
+class Layer:
+    """Settings from one source, each with where it came from (for error messages)."""
+
+    values: Mapping[str, tuple[str, str]]  # name -> (raw text, origin such as "-o" or "file:12")
+
+
+def parse_mount_options(text: str) -> Layer:
+    """`-o a,b=c,...` as mount.fuse3 passes it (`profile=` and `config=` included)."""
+    values: dict[str, tuple[str, str]] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, has_value, value = item.partition("=")
+        if key in SECRETS:
+            raise UsageError(f"-o {key}=... would show the secret to every user in ps; use password_file= "
+                             "or token_file= (see man orthancfs)")
+        if key in ALIASES:
+            key, value = ALIASES[key]
+        if key in IGNORED or item.startswith(IGNORED_PREFIXES):
+            continue
+        if key not in BY_NAME and key not in ("profile", "config"):
+            raise UsageError(f"unknown mount option -o {item}")
+        values[key] = (value if has_value else "yes", f"-o {key}")
+    return Layer(values)
+
+
+def environment_layer(environ: Mapping[str, str]) -> Layer:
+    values = {o.name: (environ[o.env], f"${o.env}") for o in OPTIONS if o.env in environ}
+    if "url" not in values and "ORTHANC_URL" in environ:
+        values["url"] = (environ["ORTHANC_URL"], "$ORTHANC_URL")
+    return Layer(values)
+
+
+Sections = dict[str, dict[str, tuple[str, str]]]
+
+
+def read_config(path: Path) -> Sections:
+    """The `[defaults]` and `[profile NAME]` sections of an INI file, every line checked."""
+    sections: Sections = {}
+    current: dict[str, tuple[str, str]] | None = None
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line, origin = raw.strip(), f"{path}:{number}"
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(_section_name(line[1:-1].strip(), origin), {})
+            continue
+        key, equals, value = (part.strip() for part in line.partition("="))
+        if not equals or current is None:
+            raise UsageError(f"{origin}: expected 'name = value' inside a [section]")
+        if key in SECRETS:
+            raise UsageError(f"{origin}: put secrets in a private file and name it with password_file/token_file")
+        if key not in BY_NAME:
+            raise UsageError(f"{origin}: unknown option {key!r}")
+        current[key] = (value, origin)
+    return sections
+
+
+def _section_name(header: str, origin: str) -> str:
+    if header == "defaults":
+        return header
+    kind, _, name = header.partition(" ")
+    if kind != "profile" or not name.strip():
+        raise UsageError(f"{origin}: sections are [defaults] and [profile NAME], not [{header}]")
+    return name.strip()
+
+
+def config_layers(explicit: str | None, profile: str | None) -> list[Layer]:
+    """Layers from the config files, highest precedence first: --config alone, else the user's
+    file over the system's; in each, the profile's section over [defaults]."""
+    if explicit and not Path(explicit).is_file():
+        raise UsageError(f"config file {explicit} does not exist")
+    paths = [Path(explicit)] if explicit else [p for p in (user_config(), SYSTEM_CONFIG) if p.is_file()]
+    files = [read_config(path) for path in paths]
+    if profile is not None and not any(profile in sections for sections in files):
+        where = " or ".join(map(str, paths)) or f"{user_config()} or {SYSTEM_CONFIG} (neither exists)"
+        raise UsageError(f"no [profile {profile}] in {where}")
+    layers = [Layer(sections.get(profile, {})) for sections in files] if profile else []
+    return layers + [Layer(sections.get("defaults", {})) for sections in files]
+
+
+def resolve(layers: Iterable[Layer]) -> dict[str, Any]:
+    """One value per option: the first layer that sets it wins; each value parsed and checked."""
+    layers = list(layers)
+    result = {}
+    for option in OPTIONS:
+        for layer in layers:
+            if option.name in layer.values:
+                text, origin = layer.values[option.name]
+                try:
+                    result[option.name] = option.parse(text)
+                except ValueError as exc:
+                    raise UsageError(f"{origin}: {option.name}: {exc}") from None
+                break
+        else:
+            result[option.name] = option.default
+    return result
