@@ -8,7 +8,10 @@ APT_PACKAGES := orthanc fuse3 libfuse3-dev pkg-config dcmtk curl openssl util-li
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: all system-deps venv test lint demo clean
+PREFIX ?= /usr/local
+DESTDIR ?=
+
+.PHONY: all system-deps venv test lint demo install clean
 
 all: test
 
@@ -37,6 +40,20 @@ test: venv
 
 demo: venv
 	$(BIN)/orthancfs demo pacs
+
+# System-wide install: the command (its own venv under $(PREFIX)/lib/orthancfs),
+# mount.fuse3's view of it, man pages, the systemd template.
+install: system-deps
+	$(PYTHON) -m venv $(DESTDIR)$(PREFIX)/lib/orthancfs
+	$(DESTDIR)$(PREFIX)/lib/orthancfs/bin/pip install -q .
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5 \
+	  $(DESTDIR)/etc/systemd/system $(DESTDIR)/etc/orthancfs
+	ln -sf $(PREFIX)/lib/orthancfs/bin/orthancfs $(DESTDIR)$(PREFIX)/bin/orthancfs
+	install -m 644 man/orthancfs.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -m 644 man/orthancfs.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+	sed 's|/usr/local/bin/orthancfs|$(PREFIX)/bin/orthancfs|' systemd/orthancfs@.service \
+	  > $(DESTDIR)/etc/systemd/system/orthancfs@.service
+	chmod 700 $(DESTDIR)/etc/orthancfs
 
 clean:
 	-fusermount3 -u -z pacs 2>/dev/null

@@ -37,16 +37,15 @@ def add_setting_flags(parser: argparse.ArgumentParser, names: set[str] | None = 
     for option in OPTIONS:
         if names is not None and option.name not in names:
             continue
-        if option.parse.__name__ == "_bool":
+        if not option.metavar:
             parser.add_argument(option.long_flag, dest=option.name, action="store_const", const="yes",
                                 default=None, help=option.help)
         else:
-            metavar = option.name.split("_")[-1].upper()
-            parser.add_argument(option.long_flag, dest=option.name, default=None, metavar=metavar,
-                                help=f"{option.help} (default: {_shown_default(option)})")
+            parser.add_argument(option.long_flag, dest=option.name, default=None, metavar=option.metavar,
+                                help=f"{option.help} (default: {shown_default(option)})")
 
 
-def _shown_default(option: Any) -> str:
+def shown_default(option: Any) -> str:
     if option.name == "cache_dir":
         return "$XDG_CACHE_HOME/orthancfs or ~/.cache/orthancfs"
     if option.name in ("uid", "gid"):
@@ -55,7 +54,7 @@ def _shown_default(option: Any) -> str:
         return "022"
     if option.name == "url":
         return f"$ORTHANC_URL or {option.default}"
-    return str(option.default)
+    return "none" if option.default is None else str(option.default)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -81,7 +81,7 @@ class Option:
     parse: Callable[[str], Any]
     default: Any
     help: str
-    flag: str = ""  # the long flag, when it is not --name-with-dashes
+    metavar: str = ""  # what the value is called in --help and the man page (none: a yes/no switch)
 
     @property
     def env(self) -> str:
@@ -89,31 +89,34 @@ class Option:
 
     @property
     def long_flag(self) -> str:
-        return self.flag or "--" + self.name.replace("_", "-")
+        return "--" + self.name.replace("_", "-")
 
 
 OPTIONS = [
-    Option("url", _text, "http://localhost:8042", "Orthanc's REST API"),
-    Option("user", _text, None, "HTTP basic-auth user name"),
-    Option("password_file", _text, None, "file holding the password; must not be readable by group or others"),
-    Option("token_file", _text, None, "file holding a bearer token (Orthanc behind an authenticating proxy)"),
-    Option("ca_file", _text, None, "CA bundle to verify Orthanc's TLS certificate"),
-    Option("client_cert", _text, None, "TLS client certificate (PEM), for a proxy that asks for one"),
-    Option("client_key", _text, None, "its private key (PEM), if not in the certificate file"),
+    Option("url", _text, "http://localhost:8042", "Orthanc's REST API", "URL"),
+    Option("user", _text, None, "HTTP basic-auth user name", "NAME"),
+    Option("password_file", _text, None, "file holding the password; must not be readable by group or others",
+           "FILE"),
+    Option("token_file", _text, None, "file holding a bearer token (Orthanc behind an authenticating proxy)",
+           "FILE"),
+    Option("ca_file", _text, None, "CA bundle to verify Orthanc's TLS certificate", "FILE"),
+    Option("client_cert", _text, None, "TLS client certificate (PEM), for a proxy that asks for one", "FILE"),
+    Option("client_key", _text, None, "private key of the client certificate, if not in the same file", "FILE"),
     Option("insecure", _bool, False, "do not verify Orthanc's TLS certificate"),
-    Option("timeout", _positive_seconds, 30.0, "give up (EIO) when Orthanc is silent this long, in seconds"),
-    Option("metadata_ttl", _seconds, 10.0, "seconds listings and attributes are trusted; 0 asks every time"),
-    Option("uid", _id, os.getuid(), "owner of every file"),
-    Option("gid", _id, os.getgid(), "group of every file"),
-    Option("umask", _umask, 0o022, "permission bits to remove, in octal"),
-    Option("allow_other", _bool, False, "let other users see the mount (needs user_allow_other for non-root)"),
-    Option("cache_dir", _text, default_cache_dir(), "where uploads are staged and downloads spooled"),
-    Option("no_upload", _bool, False, "uploads/ is read-only"),
-    Option("allow_delete", _bool, False, "rm and rmdir in the views delete from Orthanc"),
+    Option("timeout", _positive_seconds, 30.0, "give up (EIO) when Orthanc is silent this long", "SECONDS"),
+    Option("metadata_ttl", _seconds, 10.0, "how long listings and attributes are trusted; 0 asks every time",
+           "SECONDS"),
+    Option("uid", _id, os.getuid(), "owner of every file", "UID"),
+    Option("gid", _id, os.getgid(), "group of every file", "GID"),
+    Option("umask", _umask, 0o022, "permission bits to remove, in octal", "OCTAL"),
+    Option("allow_other", _bool, False, "let other users see the mount (non-root: needs user_allow_other)"),
+    Option("cache_dir", _text, default_cache_dir(), "where uploads are staged and downloads spooled", "DIR"),
+    Option("no_upload", _bool, False, "make uploads/ read-only"),
+    Option("allow_delete", _bool, False, "let rm and rmdir in the views delete from Orthanc"),
     Option("read_only", _bool, False, "refuse every change (EROFS)"),
     Option("debug", _bool, False, "log every request"),
-    Option("log_file", _text, None, "log to this file instead of stderr"),
-    Option("mountpoint", _text, None, "where to mount (config profiles, for `orthancfs mount --profile`)"),
+    Option("log_file", _text, None, "log to this file instead of stderr", "FILE"),
+    Option("mountpoint", _text, None, "where to mount, if not given as MOUNTPOINT", "DIR"),
 ]
 BY_NAME = {option.name: option for option in OPTIONS}
 

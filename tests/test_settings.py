@@ -1,0 +1,137 @@
+"""Settings from flags, -o options, environment and config profiles: parsing and precedence."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from orthancfs.cli import build_parser, settings_from
+from orthancfs.credentials import find_credentials
+from orthancfs.errors import UsageError
+from orthancfs.settings import parse_mount_options
+
+
+def settings(argv: list[str], environ: dict[str, str] | None = None) -> dict:
+    return settings_from(build_parser().parse_args(["mount", *argv]), environ or {})
+
+
+def config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "orthancfs.conf"
+    path.write_text(text)
+    return path
+
+
+def test_mount_options_map_to_settings_and_ignore_mount8_options() -> None:
+    layer = parse_mount_options("ro,uid=5,gid=6,umask=027,allow_other,metadata_ttl=1.5,_netdev,noauto,"
+                                "x-systemd.automount,x-systemd.idle-timeout=60,nofail,rw,defaults,profile=p")
+    assert {k: v for k, (v, _) in layer.values.items()} == {
+        "read_only": "yes", "uid": "5", "gid": "6", "umask": "027", "allow_other": "yes", "metadata_ttl": "1.5",
+        "profile": "p"}
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ("bogus=1", "unknown mount option -o bogus=1"),
+    ("password=hunter2", "ps"),
+    ("token=abc", "token_file"),
+])
+def test_bad_mount_options(options: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        parse_mount_options(options)
+
+
+def test_precedence_flag_then_o_then_env_then_profile_then_defaults(tmp_path: Path) -> None:
+    conf = config(tmp_path, "[defaults]\ntimeout = 1\nmetadata_ttl = 2\numask = 077\nuid = 11\n"
+                            "[profile p]\ntimeout = 3\nmetadata_ttl = 4\nuid = 12\nurl = http://from-profile:1\n")
+    env = {"ORTHANCFS_TIMEOUT": "5", "ORTHANCFS_METADATA_TTL": "6"}
+    found = settings(["--config", str(conf), "--profile", "p", "-o", "timeout=7", "--timeout", "8", "/mnt"], env)
+    assert found["timeout"] == 8  # flag
+    found = settings(["--config", str(conf), "--profile", "p", "-o", "timeout=7", "/mnt"], env)
+    assert found["timeout"] == 7  # -o
+    assert found["metadata_ttl"] == 6  # environment
+    assert found["uid"] == 12  # profile
+    assert found["umask"] == 0o077  # [defaults]
+    assert found["gid"] is not None and found["url"] == "http://from-profile:1"
+    assert settings(["--config", str(conf), "/mnt"], {})["timeout"] == 1  # no profile: [defaults] only
+
+
+def test_source_is_a_url_or_a_profile_and_the_profile_can_name_the_mountpoint(tmp_path: Path) -> None:
+    conf = config(tmp_path, "[profile main]\nurl = http://pacs:8042\nmountpoint = /mnt/pacs\n")
+    found = settings(["--config", str(conf), "main"])  # one positional: the MOUNTPOINT...
+    assert found["mountpoint"] == "main"
+    found = settings(["--config", str(conf), "--profile", "main"])
+    assert (found["url"], found["mountpoint"]) == ("http://pacs:8042", "/mnt/pacs")
+    found = settings(["--config", str(conf), "main", "/elsewhere"])  # SOURCE naming a profile
+    assert (found["url"], found["mountpoint"]) == ("http://pacs:8042", "/elsewhere")
+    assert settings(["http://other:1", "/x"])["url"] == "http://other:1"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[profile p]\nbogus = 1\n", ":2: unknown option 'bogus'"),
+    ("[profile p]\ntimeout = soon\n", ":2: timeout:"),
+    ("[profile p]\n\nuid = -1\n", ":3: uid:"),
+    ("[profile p]\npassword = hunter2\n", ":2: put secrets in a private file"),
+    ("timeout = 1\n", ":1: expected 'name = value' inside a [section]"),
+    ("[server p]\n", ":1: sections are [defaults] and [profile NAME]"),
+    ("[profile q]\n", "no [profile p]"),
+    ("[profile p]\ninsecure = perhaps\n", ":2: insecure: not a yes/no value"),
+])
+def test_config_errors_name_the_file_and_line(tmp_path: Path, text: str, message: str) -> None:
+    conf = config(tmp_path, text)
+    with pytest.raises(UsageError, match=re.escape(message)) as caught:
+        settings(["--config", str(conf), "--profile", "p", "/mnt"])
+    assert str(conf) in str(caught.value) or "no [profile" in str(caught.value)
+
+
+def test_bad_values_from_each_source_name_their_origin(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"^\$ORTHANCFS_TIMEOUT: timeout"):
+        settings(["/mnt"], {"ORTHANCFS_TIMEOUT": "x"})
+    with pytest.raises(UsageError, match=r"^-o timeout: timeout"):
+        settings(["-o", "timeout=0", "/mnt"])
+    with pytest.raises(UsageError, match=r"^--umask: umask"):
+        settings(["--umask", "999", "/mnt"])
+
+
+def test_missing_config_or_profile(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="does not exist"):
+        settings(["--config", str(tmp_path / "nope.conf"), "/mnt"])
+    with pytest.raises(UsageError, match="no \\[profile p\\]"):
+        settings(["--profile", "p", "/mnt"], {"XDG_CONFIG_HOME": str(tmp_path)})
+
+
+def private(path: Path, text: str, mode: int = 0o600) -> Path:
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def test_credentials_sources_in_order(tmp_path: Path) -> None:
+    base = {"url": "http://pacs:8042", "user": "alice", "password_file": None, "token_file": None}
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    private(credentials / "password", "from-systemd\n")
+    file = private(tmp_path / "pw", "from-file\n")
+    env = {"CREDENTIALS_DIRECTORY": str(credentials), "ORTHANCFS_PASSWORD": "from-env", "HOME": str(tmp_path)}
+    assert find_credentials({**base, "password_file": str(file)}, env).password == "from-file"
+    assert find_credentials(base, env).password == "from-systemd"
+    assert find_credentials(base, {"ORTHANCFS_PASSWORD": "from-env"}).password == "from-env"
+    private(tmp_path / ".netrc", "machine pacs login bob password from-netrc\n")
+    found = find_credentials({**base, "user": None}, {"HOME": str(tmp_path)})
+    assert (found.user, found.password) == ("bob", "from-netrc")
+    assert find_credentials({**base, "url": "http://other:1", "user": None}, {"HOME": str(tmp_path)}).password is None
+    token = private(tmp_path / "token", "t0k3n\n")
+    assert find_credentials({**base, "token_file": str(token)}, {}).token == "t0k3n"
+    assert "from-file" not in repr(find_credentials({**base, "password_file": str(file)}, {}))
+
+
+def test_secret_files_readable_by_others_are_refused(tmp_path: Path) -> None:
+    base = {"url": "http://pacs:8042", "user": "alice", "password_file": None, "token_file": None}
+    shared = private(tmp_path / "pw", "x", mode=0o640)
+    with pytest.raises(UsageError, match="chmod 600"):
+        find_credentials({**base, "password_file": str(shared)}, {})
+    private(tmp_path / ".netrc", "machine pacs login bob password p\n", mode=0o644)
+    with pytest.raises(UsageError, match="netrc is accessible"):
+        find_credentials({**base, "user": None}, {"HOME": str(tmp_path)})
+    with pytest.raises(UsageError, match="no user"):
+        find_credentials({**base, "user": None}, {"ORTHANCFS_PASSWORD": "p"})
