@@ -52,6 +52,8 @@ def shown_default(option: Any) -> str:
         return "yours"
     if option.name == "umask":
         return "022"
+    if option.name == "cache_size":
+        return "1G"
     if option.name == "url":
         return f"$ORTHANC_URL or {option.default}"
     return "none" if option.default is None else str(option.default)

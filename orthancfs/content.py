@@ -1,8 +1,11 @@
-"""File content: DICOM instances spooled to disk, JSON documents from memory.
+"""File content: DICOM instances streamed into disk spools, JSON documents from memory.
 
-An instance is downloaded once per set of concurrent opens into an unlinked
-temporary file (never whole into RAM), and reads are served from it with
-pread, which is safe from any number of threads.
+An instance is downloaded once into an unlinked temporary file (never whole
+into RAM) by a download thread; reads are served as soon as the bytes they
+ask for have arrived, so the first bytes of a large file come at the speed of
+the first chunk.  Instances are immutable in Orthanc, so a finished spool is
+kept after its last reader closes it, in an LRU bounded by bytes and files,
+and a second read of the same file costs no request.
 """
 
 from __future__ import annotations
@@ -11,11 +14,16 @@ import logging
 import os
 import tempfile
 import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from .orthanc import OrthancClient
 
 log = logging.getLogger(__name__)
+
+MAX_SPOOLS = 256  # open descriptors held by the cache, at most
+DOWNLOADS = 8  # concurrent downloads, at most
 
 
 class Content(Protocol):
@@ -25,7 +33,7 @@ class Content(Protocol):
 
 
 class BytesContent:
-    """Content that is small and already in memory (JSON documents)."""
+    """Content that is small and already in memory (JSON documents, reports)."""
 
     def __init__(self, data: bytes):
         self.data = data
@@ -38,25 +46,52 @@ class BytesContent:
 
 
 class Spool:
-    """One instance's bytes in an unlinked temporary file."""
+    """One instance's bytes in an unlinked temporary file, filled while it is read."""
 
-    def __init__(self, client: OrthancClient, instance_id: str, spool_dir: str | None):
+    def __init__(self, instance_id: str, size: int, spool_dir: str | None):
         self.instance_id = instance_id
+        self.size = size
         self.users = 0
-        self.ready = threading.Event()
+        self._file = tempfile.TemporaryFile(dir=spool_dir, prefix="orthancfs-spool-")  # noqa: SIM115
+        self._arrived = 0
+        self._complete = False
+        self.started = False  # downloads start at the first read: a page-cache hit needs none
         self.failure: BaseException | None = None
-        self._file = tempfile.TemporaryFile(dir=spool_dir, prefix="orthancfs-spool-")  # noqa: SIM115 - lives as long as the spool
-        self._client = client
+        self._changed = threading.Condition()
 
-    def fetch(self) -> None:
-        path = f"/instances/{self.instance_id}/file"
-        with self._client.stream(path) as chunks:
-            for chunk in chunks:
-                self._file.write(chunk)
-        self._file.flush()
-        log.debug("spooled instance %s (%d bytes)", self.instance_id, self._file.tell())
+    @property
+    def failed(self) -> bool:
+        return self.failure is not None
+
+    def fill(self, client: OrthancClient) -> None:
+        """Download the instance (in a download thread), waking readers as bytes arrive."""
+        try:
+            with client.stream(f"/instances/{self.instance_id}/file") as chunks:
+                for chunk in chunks:
+                    os.pwrite(self._file.fileno(), chunk, self._arrived)
+                    with self._changed:
+                        self._arrived += len(chunk)
+                        self._changed.notify_all()
+        except BaseException as exc:  # noqa: BLE001 - every failure goes to the readers
+            with self._changed:
+                self.failure = exc
+                self._changed.notify_all()
+            return
+        with self._changed:
+            self._complete = True
+            self._changed.notify_all()
+        log.debug("spooled instance %s (%d bytes)", self.instance_id, self._arrived)
+
+    def ready_for(self, offset: int, size: int) -> bool:
+        """True if a read of this range would not wait (the FUSE loop serves those itself)."""
+        return self._complete or self._arrived >= offset + size
 
     def read(self, offset: int, size: int) -> bytes:
+        with self._changed:
+            while not (self._complete or self._arrived >= offset + size or self.failure):
+                self._changed.wait()
+            if self.failure is not None and self._arrived < offset + size:
+                raise self.failure
         return os.pread(self._file.fileno(), size, offset)
 
     def discard(self) -> None:
@@ -68,65 +103,75 @@ class SpoolHandle:
 
     def __init__(self, store: ContentStore, spool: Spool):
         self._store = store
-        self._spool = spool
+        self.spool = spool
+
+    def ready_for(self, offset: int, size: int) -> bool:
+        return self.spool.ready_for(offset, size)
 
     def read(self, offset: int, size: int) -> bytes:
-        return self._spool.read(offset, size)
+        self._store.start(self.spool)
+        return self.spool.read(offset, size)
 
     def close(self) -> None:
-        self._store.release(self._spool)
+        self._store.release(self.spool)
 
 
 class ContentStore:
-    """Shares one download between concurrent readers of the same instance."""
+    """Spools by instance: shared by concurrent readers, kept (bounded) after the last one."""
 
-    def __init__(self, client: OrthancClient, spool_dir: str | None = None):
+    def __init__(self, client: OrthancClient, spool_dir: str | None = None, capacity_bytes: int = 1 << 30):
         self.client = client
         self.spool_dir = spool_dir
-        self._spools: dict[str, Spool] = {}
+        self.capacity_bytes = capacity_bytes
+        self._spools: OrderedDict[str, Spool] = OrderedDict()
         self._lock = threading.Lock()
+        self._downloads = ThreadPoolExecutor(DOWNLOADS, thread_name_prefix="orthancfs-download")
 
-    def open_instance(self, instance_id: str) -> SpoolHandle:
-        spool, owner = self._join(instance_id)
-        if owner:
-            self._fill(spool)
-        spool.ready.wait()
-        if spool.failure is not None:
-            self.release(spool)
-            raise spool.failure
-        return SpoolHandle(self, spool)
-
-    def _join(self, instance_id: str) -> tuple[Spool, bool]:
+    def open_instance(self, instance_id: str, size: int = 0) -> SpoolHandle:
         with self._lock:
             spool = self._spools.get(instance_id)
-            owner = spool is None
-            if owner:
-                spool = self._spools[instance_id] = Spool(self.client, instance_id, self.spool_dir)
+            if spool is None or spool.failed:  # a failed download is tried again by the next open
+                spool = self._spools[instance_id] = Spool(instance_id, size, self.spool_dir)
+            self._spools.move_to_end(instance_id)
             spool.users += 1
-            return spool, owner
+        return SpoolHandle(self, spool)
 
-    def _fill(self, spool: Spool) -> None:
-        try:
-            spool.fetch()
-        except BaseException as exc:
-            spool.failure = exc
-            with self._lock:  # a failed spool must not be handed to later openers
-                if self._spools.get(spool.instance_id) is spool:
-                    del self._spools[spool.instance_id]
-        finally:
-            spool.ready.set()
+    def start(self, spool: Spool) -> None:
+        """Begin the download of `spool`, once."""
+        with self._lock:
+            if spool.started:
+                return
+            spool.started = True
+        self._downloads.submit(spool.fill, self.client)
 
     def release(self, spool: Spool) -> None:
         with self._lock:
             spool.users -= 1
-            if spool.users > 0:
-                return
-            if self._spools.get(spool.instance_id) is spool:
-                del self._spools[spool.instance_id]
-        spool.discard()
+            evicted = self._evict()
+        for old in evicted:
+            old.discard()
+
+    def cached_bytes(self) -> int:
+        with self._lock:
+            return sum(spool.size for spool in self._spools.values())
+
+    def _evict(self) -> list[Spool]:
+        """Drop least recently used idle spools beyond the budget (and every idle failed one)."""
+        evicted = [s for s in self._spools.values() if s.users == 0 and (s.failed or not s.started)]
+        total = sum(s.size for s in self._spools.values() if s not in evicted)
+        for spool in list(self._spools.values()):
+            if total <= self.capacity_bytes and len(self._spools) - len(evicted) <= MAX_SPOOLS:
+                break
+            if spool.users == 0 and spool not in evicted:
+                evicted.append(spool)
+                total -= spool.size
+        for spool in evicted:
+            del self._spools[spool.instance_id]
+        return evicted
 
     def close(self) -> None:
+        self._downloads.shutdown(wait=False, cancel_futures=True)
         with self._lock:
-            spools, self._spools = list(self._spools.values()), {}
+            spools, self._spools = list(self._spools.values()), OrderedDict()
         for spool in spools:
             spool.discard()

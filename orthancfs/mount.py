@@ -105,7 +105,8 @@ def mount_from_settings(settings: dict[str, Any], ready_callbacks: Iterable[Call
         log.info("connected to Orthanc %s at %s", version, client.base_url)
         policy = WritePolicy(uploads=not settings["no_upload"], deletes=settings["allow_delete"],
                              read_only=settings["read_only"])
-        tree = Tree(client, state_dir, metadata_ttl=settings["metadata_ttl"], spool_dir=spool_dir, policy=policy)
+        tree = Tree(client, state_dir, metadata_ttl=settings["metadata_ttl"], spool_dir=spool_dir, policy=policy,
+                    content_cache_bytes=settings["cache_size"])
         stack.callback(tree.close)
         fuse = FuseSettings(uid=settings["uid"], gid=settings["gid"], umask=settings["umask"],
                             cache_timeout=settings["metadata_ttl"])

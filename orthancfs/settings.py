@@ -67,6 +67,18 @@ def _umask(text: str) -> int:
     return value
 
 
+def _size(text: str) -> int:
+    """Bytes, with an optional K, M, G or T suffix (powers of 1024)."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    number, unit = text.strip().upper().rstrip("B"), ""
+    if number and number[-1] in units:
+        number, unit = number[:-1], number[-1]
+    value = int(float(number) * units[unit])
+    if value < 0:
+        raise ValueError(f"not a size: {text!r}")
+    return value
+
+
 def _text(text: str) -> str:
     if not text:
         raise ValueError("empty")
@@ -111,6 +123,8 @@ OPTIONS = [
     Option("umask", _umask, 0o022, "permission bits to remove, in octal", "OCTAL"),
     Option("allow_other", _bool, False, "let other users see the mount (non-root: needs user_allow_other)"),
     Option("cache_dir", _text, default_cache_dir(), "where uploads are staged and downloads spooled", "DIR"),
+    Option("cache_size", _size, 1 << 30, "how much downloaded content to keep on disk for re-reads (K/M/G)",
+           "SIZE"),
     Option("no_upload", _bool, False, "make uploads/ read-only"),
     Option("allow_delete", _bool, False, "let rm and rmdir in the views delete from Orthanc"),
     Option("read_only", _bool, False, "refuse every change (EROFS)"),

@@ -78,4 +78,5 @@ def test_open_read_release(ops: OrthancOperations, orthanc: LoadedOrthanc) -> No
     expected = orthanc.client.get_bytes(f"/instances/{orthanc.big_instance_id}/file")
     assert run(ops.read, info.fh, 1000, 4096) == expected[1000:5096]
     run(ops.release, info.fh)
-    assert ops.tree.content._spools == {}  # the spool is gone with its last reader
+    [spool] = ops.tree.content._spools.values()  # kept for the next reader, with nobody using it
+    assert spool.users == 0 and spool.read(0, len(expected)) == expected

@@ -22,9 +22,9 @@ import pyfuse3
 import trio
 from pyfuse3 import FUSEError
 
-from ..content import Content
+from ..content import Content, SpoolHandle
 from ..errors import OrthancFSError
-from ..tree import Node, Tree
+from ..tree import Kind, Node, Tree
 from ..tree.naming import MAX_NAME_BYTES
 from ..tree.uploads import STATUS_XATTR, UPLOADS, UploadHandle
 from .errors import WarningLimiter, report
@@ -180,8 +180,9 @@ class OrthancOperations(pyfuse3.Operations):
         handle = next(self._handles)
         self._files[handle] = content
         # Generated documents may change size between stat and open: let reads,
-        # not the cached size, decide where they end.
-        return pyfuse3.FileInfo(fh=handle, direct_io=not node.size_is_exact)
+        # not the cached size, decide where they end.  Instances never change in
+        # Orthanc, so the kernel may keep their pages across opens.
+        return pyfuse3.FileInfo(fh=handle, direct_io=not node.size_is_exact, keep_cache=node.kind is Kind.INSTANCE)
 
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
@@ -192,7 +193,10 @@ class OrthancOperations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=handle), self._attributes(node, self.inodes.remember(node))
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        return _local_io(self._files[fh].read, off, size)  # a local pread: cheap enough for the loop
+        content = self._files[fh]
+        if isinstance(content, SpoolHandle) and not content.ready_for(off, size):
+            return await self._model("read", content.read, off, size)  # bytes still on their way
+        return _local_io(content.read, off, size)  # a local pread: cheap enough for the loop
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         content = self._files[fh]

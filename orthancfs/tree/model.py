@@ -30,7 +30,7 @@ from ..errors import (
 )
 from ..orthanc import OrthancClient
 from . import views
-from .index import PAGE_SIZE, OrthancIndex
+from .index import BULK_LIMIT, PAGE_SIZE, OrthancIndex
 from .ingest import Ingester
 from .naming import NameAssigner
 from .nodes import Kind, Node, Role, directory
@@ -72,11 +72,12 @@ class Tree:
     """One Orthanc server seen as a directory tree (see DESIGN.md section 2)."""
 
     def __init__(self, client: OrthancClient, state_dir: Path, *, metadata_ttl: float = 10.0,
-                 spool_dir: str | None = None, page_size: int = PAGE_SIZE, policy: WritePolicy | None = None):
+                 spool_dir: str | None = None, page_size: int = PAGE_SIZE, policy: WritePolicy | None = None,
+                 bulk_limit: int = BULK_LIMIT, content_cache_bytes: int = 1 << 30):
         self.client = client
         self.policy = policy or WritePolicy()
-        self.index = OrthancIndex(client, MetadataCache(metadata_ttl), page_size)
-        self.content = ContentStore(client, spool_dir)
+        self.index = OrthancIndex(client, MetadataCache(metadata_ttl), page_size, bulk_limit)
+        self.content = ContentStore(client, spool_dir, content_cache_bytes)
         self.uploads = UploadArea(state_dir, Ingester(client, spool_dir), on_stored=self.index.cache.invalidate)
         self.root = directory("", Role.ROOT, "", time.time_ns())
         # Per directory: the name assigner (so names stick) and the last listing,
@@ -148,7 +149,7 @@ class Tree:
         if node.kind is Kind.TEXT:
             return BytesContent(self.uploads.report())
         if node.kind is Kind.INSTANCE:
-            return self.content.open_instance(node.ident)
+            return self.content.open_instance(node.ident, node.size)
         if node.kind is Kind.JSON:
             level = "studies" if node.role is Role.STUDY_JSON else "series"
             return BytesContent(self.index.document(level, node.ident))

@@ -1,0 +1,102 @@
+"""Caches: bulk listings equal folder-by-folder ones, stale data expires, content is reused, bounds hold."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from orthancfs.content import ContentStore
+from orthancfs.demo.server import OrthancServer
+from orthancfs.tree import Tree
+
+from . import uploads_data as data
+from .conftest import LoadedOrthanc, mounted
+from .helpers import wait_for
+from .test_tree import walk
+
+TTL = 2.0
+
+
+def snapshot(tree: Tree) -> dict[str, tuple[int, bytes | None]]:
+    """Every path with its size, and the content of every JSON document."""
+    found = {}
+    for path, node in walk(tree, tree.root):
+        content = None
+        if node.kind.value == "json":
+            handle = tree.open(node)
+            content = handle.read(0, 1 << 20)
+            handle.close()
+        found[path] = (node.size, content)
+    return found
+
+
+def test_bulk_listings_equal_folder_by_folder_listings(orthanc: LoadedOrthanc, tmp_path: Path) -> None:
+    bulk = Tree(orthanc.client, tmp_path / "a", metadata_ttl=60)
+    folder_by_folder = Tree(orthanc.client, tmp_path / "b", metadata_ttl=60, bulk_limit=0)
+    assert bulk.index._bulk() and not folder_by_folder.index._bulk()
+    assert snapshot(bulk) == snapshot(folder_by_folder)
+
+
+def test_stale_listings_expire_within_the_ttl(tmp_path: Path) -> None:
+    with OrthancServer(tmp_path / "orthanc") as server, server.client() as client:
+        client.upload(data.instances(1, "OLD")[0])
+        with mounted(server.url, tmp_path, "--metadata-ttl", str(TTL)) as mnt:
+            assert os.listdir(mnt / "by-patients") == ["OLD - Upload^OLD"]
+            answer = client.upload(data.instances(1, "NEW")[0])  # another client adds a patient
+            added = time.monotonic()
+            wait_for(lambda: "NEW - Upload^NEW" in os.listdir(mnt / "by-patients"), 30, "the new patient")
+            assert time.monotonic() - added <= TTL + 1.0
+            client.delete(f"/patients/{answer['ParentPatient']}")  # ...and deletes it again
+            deleted = time.monotonic()
+            wait_for(lambda: os.listdir(mnt / "by-patients") == ["OLD - Upload^OLD"], 30, "the deletion")
+            assert time.monotonic() - deleted <= TTL + 1.0
+
+
+def downloads(log: str, instance_id: str) -> int:
+    return log.count(f"GET /instances/{instance_id}/file")
+
+
+def test_a_second_read_costs_no_request(orthanc: LoadedOrthanc, tmp_path: Path) -> None:
+    with mounted(orthanc.url, tmp_path, "--debug") as mnt:
+        [by_patient] = [p for p in (mnt / "by-patients").rglob("*.dcm") if p.stem == orthanc.big_instance_id]
+        [by_uid] = [p for p in (mnt / "by-uids").rglob("*.dcm") if p.stat().st_size == by_patient.stat().st_size]
+        first = by_patient.read_bytes()
+        assert by_uid.read_bytes() == first  # another path, another inode: served from the content cache
+        assert by_patient.read_bytes() == first  # the same inode: the kernel's page cache
+    assert downloads((tmp_path / "mount-mnt.log").read_text(), orthanc.big_instance_id) == 1
+
+
+def test_without_a_content_cache_each_open_downloads(orthanc: LoadedOrthanc, tmp_path: Path) -> None:
+    with mounted(orthanc.url, tmp_path, "--debug", "--cache-size", "0") as mnt:
+        [by_patient] = [p for p in (mnt / "by-patients").rglob("*.dcm") if p.stem == orthanc.big_instance_id]
+        [by_uid] = [p for p in (mnt / "by-uids").rglob("*.dcm") if p.stat().st_size == by_patient.stat().st_size]
+        assert by_patient.read_bytes() == by_uid.read_bytes()
+    assert downloads((tmp_path / "mount-mnt.log").read_text(), orthanc.big_instance_id) == 2
+
+
+def test_the_content_cache_is_bounded(orthanc: LoadedOrthanc, tmp_path: Path) -> None:
+    instances = [i for i in orthanc.client.get_json("/instances", params={"expand": ""}) if i["FileSize"] < 1 << 20]
+    budget = sum(i["FileSize"] for i in instances[:2])
+    store = ContentStore(orthanc.client, str(tmp_path), capacity_bytes=budget)
+    for instance in instances[:5]:
+        handle = store.open_instance(instance["ID"], instance["FileSize"])
+        assert handle.read(0, 200)[128:132] == b"DICM"
+        handle.close()
+        assert store.cached_bytes() <= budget
+    assert list(store._spools) == [i["ID"] for i in instances[3:5]]  # the most recently used stay
+    store.close()
+
+
+def test_spools_in_use_are_never_evicted(orthanc: LoadedOrthanc, tmp_path: Path) -> None:
+    instances = orthanc.client.get_json("/instances", params={"expand": ""})[:3]
+    store = ContentStore(orthanc.client, str(tmp_path), capacity_bytes=0)
+    handles = [store.open_instance(i["ID"], i["FileSize"]) for i in instances]
+    for handle, instance in zip(handles, instances, strict=True):
+        assert len(handle.read(0, instance["FileSize"])) == instance["FileSize"]
+    handles[0].close()
+    assert len(store._spools) == 2
+    for handle in handles[1:]:
+        handle.close()
+    assert store._spools == {}
+    store.close()
