@@ -1,0 +1,304 @@
+"""Side-by-side benchmark: orthancfs vs `rclone mount` of Orthanc's own WebDAV, vs raw REST.
+
+Starts a private Orthanc (loopback, WebDAV on), generates the data set with
+pydicom, and in the same run measures each operation on a fresh orthancfs
+mount, a fresh rclone mount and (where it means something) plain REST.  Prints
+one markdown table of medians with ratios, HTTP requests sent by orthancfs per
+operation, and orthancfs' peak RSS; --output also writes it to a file.
+
+    python bench/run.py [--patients 101] [--runs 3] [--large] [--output bench/RESULTS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+from pydicom.uid import generate_uid
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from orthancfs.demo.samples import Spec, make_dicom  # noqa: E402
+from orthancfs.demo.server import OrthancServer  # noqa: E402
+
+MIB = 1 << 20
+
+
+def generate(server: OrthancServer, patients: int, studies: int, series: int, instances: int, big: int) -> None:
+    """patients x studies x series x instances small files, plus `big` multi-frame files of 64 MiB."""
+    def specs():
+        for p in range(patients):
+            for s in range(studies):
+                study = generate_uid()
+                for r in range(series):
+                    series_uid = generate_uid()
+                    for i in range(instances):
+                        yield Spec(f"BP{p:05d}", f"Bench^Patient{p}", study, series_uid,
+                                   study_date=f"2020{s % 12 + 1:02d}15", study_description=f"Study {s}",
+                                   modality="CT", series_description=f"Series {r}", instance_number=i + 1)
+        for b in range(big):
+            yield Spec("BIG", "Big^Files", generate_uid(), generate_uid(), modality="OT",
+                       series_description=f"Cine {b}", frames=128, rows=512, columns=512)
+    post_all(server.url, (make_dicom(spec) for spec in specs()))
+
+
+def post_all(url: str, payloads, threads: int = 8) -> float:
+    """POST every payload to /instances, `threads` at a time; seconds taken."""
+    session = requests.Session()
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        for response in pool.map(lambda data: session.post(f"{url}/instances", data=data), payloads):
+            response.raise_for_status()
+    return time.perf_counter() - started
+
+
+def drop_caches() -> None:
+    subprocess.run(["sync"], check=True)
+    Path("/proc/sys/vm/drop_caches").write_text("3")
+
+
+def wait_mounted(path: Path, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while not os.path.ismount(path):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{process.args[:3]} did not mount: {process.poll()}")
+        time.sleep(0.02)
+
+
+class Mount:
+    """A fresh mount of one kind (orthancfs or rclone), unmounted on exit."""
+
+    def __init__(self, kind: str, url: str, work: Path):
+        self.kind, self.path = kind, work / f"mnt-{kind}"
+        self.path.mkdir(exist_ok=True)
+        self.log = work / f"{kind}.log"
+        if kind == "orthancfs":
+            cache = tempfile.mkdtemp(dir=work)  # a cold content cache for every mount
+            command = [sys.executable, "-m", "orthancfs", "mount", "--url", url, "--debug", "--cache-dir", cache,
+                       str(self.path)]
+        else:
+            command = ["rclone", "mount", ":webdav:", str(self.path), f"--webdav-url={url}/webdav/", "--read-only"]
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        wait_mounted(self.path, self.process)
+
+    def requests_so_far(self) -> int:
+        if self.kind != "orthancfs":
+            return 0
+        return sum(1 for line in self.log.read_text().splitlines() if "orthancfs.orthanc: " in line and
+                   any(f": {verb} /" in line for verb in ("GET", "POST", "DELETE")))
+
+    def peak_rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def close(self) -> None:
+        subprocess.run(["fusermount3", "-u", "-z", str(self.path)], check=False)
+        self.process.wait(30)
+
+
+def timed(command: list[str] | Callable[[], object]) -> float:
+    started = time.perf_counter()
+    if callable(command):
+        command()
+    else:
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def first_bytes(path: Path, count: int = 128 * 1024) -> None:
+    with open(path, "rb", buffering=0) as file:
+        got = 0
+        while got < count:
+            chunk = file.read(count - got)
+            if not chunk:
+                break
+            got += len(chunk)
+
+
+def raw_first_bytes(url: str, count: int = 128 * 1024) -> None:
+    with requests.get(url, stream=True, headers={"Accept-Encoding": "identity"}) as response:
+        got = 0
+        for chunk in response.iter_content(16 * 1024):
+            got += len(chunk)
+            if got >= count:
+                break
+
+
+class Bench:
+    def __init__(self, server: OrthancServer, work: Path, runs: int):
+        self.server, self.work, self.runs = server, work, runs
+        self.rows: list[tuple[str, str, list[float], list[float], list[int]]] = []
+        self.peak_rss = 0.0
+
+    def measure(self, name: str, baseline_name: str, operation: Callable[[Path], float | None],
+                baseline: Callable[[], float] | None, kinds=("orthancfs", "rclone"), warm: bool = False) -> None:
+        """Median over runs of `operation` on a fresh mount of each kind (warm: after one unmeasured run)."""
+        results: dict[str, list[float]] = {kind: [] for kind in kinds}
+        requests_sent: list[int] = []
+        for _ in range(self.runs):
+            for kind in kinds:
+                drop_caches()
+                mount = Mount(kind, self.server.url, self.work)
+                try:
+                    if warm:
+                        operation(mount.path)
+                    before = mount.requests_so_far()
+                    results[kind].append(operation(mount.path))
+                    if kind == "orthancfs":
+                        requests_sent.append(mount.requests_so_far() - before)
+                        self.peak_rss = max(self.peak_rss, mount.peak_rss_mib())
+                finally:
+                    mount.close()
+        base = [baseline() for _ in range(self.runs)] if baseline else results.get("rclone", [])
+        self.rows.append((name, baseline_name, results["orthancfs"], base, requests_sent))
+        print(f"  {name}: orthancfs {statistics.median(results['orthancfs']):.3f}s, "
+              f"{baseline_name} {statistics.median(base):.3f}s" if base else "", flush=True)
+
+    def table(self) -> str:
+        lines = ["| operation | orthancfs | baseline | baseline time | ratio (baseline / orthancfs) | "
+                 "requests (orthancfs) |", "|---|---|---|---|---|---|"]
+        for name, baseline_name, ours, base, sent in self.rows:
+            mine, theirs = statistics.median(ours), statistics.median(base)
+            lines.append(f"| {name} | {mine:.3f} s | {baseline_name} | {theirs:.3f} s | "
+                         f"**{theirs / mine:.2f}x** | {int(statistics.median(sent)) if sent else '-'} |")
+        lines.append(f"\nPeak RSS of orthancfs over all runs: {self.peak_rss:.0f} MiB.")
+        return "\n".join(lines)
+
+
+def study_of(mount: Path) -> Path:
+    """A typical study: the first generated patient's first (the 64 MiB files live under BIG)."""
+    patient = next(p for p in sorted((mount / "by-patients").iterdir()) if p.name.startswith("BP"))
+    return sorted(patient.iterdir())[0]
+
+
+def big_file(mount: Path) -> Path:
+    return next((mount / "by-patients").glob("BIG*/*/*/*.dcm"))
+
+
+def run(args: argparse.Namespace) -> str:
+    work = Path(tempfile.mkdtemp(prefix="orthancfs-bench-"))
+    with OrthancServer(work / "orthanc") as server, server.client() as client:
+        started = time.perf_counter()
+        generate(server, args.patients, args.studies, args.series, args.instances, args.big)
+        stats = client.get_json("/statistics")
+        print(f"data: {stats['CountPatients']} patients, {stats['CountStudies']} studies, {stats['CountSeries']} "
+              f"series, {stats['CountInstances']} instances, in {time.perf_counter() - started:.0f}s", flush=True)
+        bench = Bench(server, work, args.runs)
+        big_id = next(i["ID"] for i in client.get_json("/instances", params={"expand": ""}) if i["FileSize"] > 32 * MIB)
+        file_url = f"{server.url}/instances/{big_id}/file"
+        find = lambda m: timed(["find", str(m / "by-patients"), "-type", "f"])  # noqa: E731
+        find_ls = lambda m: timed(["find", str(m / "by-patients"), "-ls"])  # noqa: E731
+        bench.measure("cold `find by-patients -type f`", "rclone", find, None)
+        bench.measure("warm `find by-patients -type f`", "rclone", find, None, warm=True)
+        bench.measure("cold `find by-patients -ls`", "rclone", find_ls, None)
+        bench.measure("warm `find by-patients -ls`", "rclone", find_ls, None, warm=True)
+        series_folder = lambda m: sorted(study_of(m).iterdir())[0]  # noqa: E731
+        bench.measure("`ls -l` of a series folder", "rclone", lambda m: timed(["ls", "-l", str(series_folder(m))]),
+                      None)
+        bench.measure("cold read of a 64 MiB instance", "raw GET",
+                      lambda m: timed(["cat", str(big_file(m))]), lambda: timed(["curl", "-sf", "-o", "/dev/null",
+                                                                                  file_url]))
+        bench.measure("cold read of a 64 MiB instance", "rclone", lambda m: timed(["cat", str(big_file(m))]), None)
+        bench.measure("warm re-read of a 64 MiB instance", "raw GET",
+                      lambda m: timed(["cat", str(big_file(m))]), lambda: timed(["curl", "-sf", "-o", "/dev/null",
+                                                                                  file_url]), warm=True)
+        bench.measure("warm re-read of a 64 MiB instance", "rclone", lambda m: timed(["cat", str(big_file(m))]),
+                      None, warm=True)
+        bench.measure("first 128 KiB of a 64 MiB instance", "raw GET",
+                      lambda m: timed(lambda: first_bytes(big_file(m))),
+                      lambda: timed(lambda: raw_first_bytes(file_url)))
+        read_study = "find '{}' -type f -exec cat {{}} + > /dev/null"
+        bench.measure("read every file of one study", "rclone",
+                      lambda m: timed(["sh", "-c", read_study.format(study_of(m))]), None)
+        bench.measure("`cp -r` of a study out of the mount", "rclone",
+                      lambda m: timed(["cp", "-r", str(study_of(m)), tempfile.mkdtemp(dir=work)]), None)
+        measure_uploads(bench, work, args.upload_files)
+        if args.large:
+            measure_large(bench, server, work)
+        return report(args, server, stats, bench)
+
+
+def measure_uploads(bench: Bench, work: Path, count: int) -> None:
+    """`cp -r` of small files into uploads/ vs the same number of direct parallel POSTs."""
+    def new_files() -> list[bytes]:
+        study, series_uid = generate_uid(), generate_uid()
+        return [make_dicom(Spec("UPLOAD", "Up^Load", study, series_uid, instance_number=n)) for n in range(count)]
+
+    def copy_in(mount: Path) -> float:
+        folder = Path(tempfile.mkdtemp(dir=work))
+        for n, data in enumerate(new_files()):
+            (folder / f"{n}.dcm").write_bytes(data)
+        return timed(["cp", "-r", str(folder), str(mount / "uploads")])
+
+    bench.measure(f"{count} small files copied into uploads/", f"{count} parallel POSTs", copy_in,
+                  lambda: post_all(bench.server.url, new_files()), kinds=("orthancfs",))
+    # `cp` writes one file after the other, and each close() waits for Orthanc's answer (so that a
+    # refusal reaches the writer): the fair ceiling for a single writer is sequential POSTs.
+    bench.measure(f"{count} small files copied into uploads/", f"{count} sequential POSTs", copy_in,
+                  lambda: post_all(bench.server.url, new_files(), threads=1), kinds=("orthancfs",))
+
+
+def measure_large(bench: Bench, server: OrthancServer, work: Path) -> None:
+    started = time.perf_counter()
+    post_all(server.url, (make_dicom(Spec(f"L{n:06d}", f"Large^{n}", generate_uid(), generate_uid()))
+                          for n in range(100_000)))
+    print(f"  --large: 100,000 more patients in {time.perf_counter() - started:.0f}s", flush=True)
+
+    def raw_listing() -> float:
+        session = requests.Session()
+        started, since = time.perf_counter(), 0
+        while page := session.get(f"{server.url}/patients", params={"expand": "", "since": since,
+                                                                    "limit": 1000}).json():
+            since += len(page)
+        return time.perf_counter() - started
+
+    bench.measure("`ls by-patients` with 100,000+ patients", "raw paged REST listing",
+                  lambda m: timed(["ls", str(m / "by-patients")]), raw_listing, kinds=("orthancfs",))
+
+
+def report(args: argparse.Namespace, server: OrthancServer, stats: dict, bench: Bench) -> str:
+    with server.client() as client:
+        version = client.system["Version"]
+    memory = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 1024
+    rclone = subprocess.run(["rclone", "version"], capture_output=True, text=True).stdout.splitlines()[0]
+    return (f"# orthancfs benchmark\n\n{time.strftime('%Y-%m-%d')}: {os.cpu_count()} cores, {memory} GiB, "
+            f"{platform.platform()}, Python {platform.python_version()}, Orthanc {version} (loopback), {rclone}.\n"
+            f"Data: {stats['CountPatients']} patients, {stats['CountStudies']} studies, {stats['CountSeries']} "
+            f"series, {stats['CountInstances']} instances ({args.big} of 64 MiB). Medians of {args.runs} runs, "
+            f"each on a fresh mount after dropping the kernel's caches (warm: after one unmeasured run on the same "
+            f"mount). Baselines: `rclone mount :webdav:` of Orthanc's own WebDAV (`--read-only`, defaults), and "
+            f"plain REST (curl / requests).\n\n{bench.table()}\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patients", type=int, default=101)
+    parser.add_argument("--studies", type=int, default=3, help="per patient")
+    parser.add_argument("--series", type=int, default=4, help="per study")
+    parser.add_argument("--instances", type=int, default=10, help="per series")
+    parser.add_argument("--big", type=int, default=4, help="multi-frame files of 64 MiB")
+    parser.add_argument("--upload-files", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--large", action="store_true", help="also 100,000 more patients")
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args()
+    text = run(args)
+    print("\n" + text)
+    if args.output:
+        args.output.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
