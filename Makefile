@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: all system-deps venv test lint demo install clean
+.PHONY: all system-deps venv test lint demo bench install clean
 
 all: test
 
@@ -40,6 +40,11 @@ test: venv
 
 demo: venv
 	$(BIN)/orthancfs demo pacs
+
+# Side-by-side benchmark against rclone over Orthanc's own WebDAV (BENCH_ARGS="--large" for 100,000 patients).
+bench: venv
+	@dpkg -s rclone >/dev/null 2>&1 || (DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q rclone)
+	$(BIN)/python bench/run.py --output bench/RESULTS.md $(BENCH_ARGS)
 
 # System-wide install: the command (its own venv under $(PREFIX)/lib/orthancfs),
 # mount.fuse3's view of it, man pages, the systemd template.

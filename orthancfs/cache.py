@@ -7,11 +7,16 @@ threads at once; only the first asks Orthanc, the others wait for its answer.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from typing import Any
 
 from cachetools import TTLCache
+
+
+class NotCached(Exception):
+    """Raised while peeking, instead of asking Orthanc."""
 
 
 class MetadataCache:
@@ -22,11 +27,27 @@ class MetadataCache:
         self._store: TTLCache | None = TTLCache(maxsize, ttl) if ttl > 0 else None
         self._inflight: dict[Hashable, Future] = {}
         self._lock = threading.Lock()
+        self._local = threading.local()
+
+    @contextmanager
+    def peeking(self) -> Iterator[None]:
+        """In this thread, answer only from what is cached; anything else raises NotCached.
+
+        The FUSE loop uses it to serve cached answers itself instead of paying a
+        thread hop, and to send everything else to a worker thread.
+        """
+        self._local.peeking = True
+        try:
+            yield
+        finally:
+            self._local.peeking = False
 
     def get(self, key: Hashable, compute: Callable[[], Any]) -> Any:
         with self._lock:
             if self._store is not None and key in self._store:
                 return self._store[key]
+            if getattr(self._local, "peeking", False):
+                raise NotCached(key)
             future = self._inflight.get(key)
             owner = future is None
             if owner:

@@ -22,6 +22,7 @@ import pyfuse3
 import trio
 from pyfuse3 import FUSEError
 
+from ..cache import NotCached
 from ..content import Content, SpoolHandle
 from ..errors import OrthancFSError
 from ..tree import Kind, Node, Tree
@@ -84,6 +85,18 @@ class OrthancOperations(pyfuse3.Operations):
             log.exception("%s failed unexpectedly", operation)
             raise FUSEError(errno.EIO) from None
 
+    async def _cached_or_model(self, operation: str, fn: Callable[..., T], *args: Any) -> T:
+        """Answer in the loop from cached metadata when possible (no thread hop), else in a worker thread."""
+        try:
+            with self.tree.index.cache.peeking():
+                return fn(*args)
+        except NotCached:
+            return await self._model(operation, fn, *args)
+        except OrthancFSError as exc:
+            raise FUSEError(report(exc, operation, self._warnings)) from None
+        except OSError as exc:
+            raise FUSEError(exc.errno or errno.EIO) from None
+
     def _node(self, inode: int) -> Node:
         node = self.inodes.node(inode)
         if node is None:
@@ -123,7 +136,7 @@ class OrthancOperations(pyfuse3.Operations):
 
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         parent = self._node(parent_inode)
-        node = await self._model("lookup", self.tree.lookup, parent, self._name(name))
+        node = await self._cached_or_model("lookup", self.tree.lookup, parent, self._name(name))
         return self._attributes(node, self.inodes.remember(node))
 
     async def forget(self, inode_list: list[tuple[int, int]]) -> None:
@@ -152,7 +165,7 @@ class OrthancOperations(pyfuse3.Operations):
 
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         node = self._node(inode)
-        children = await self._model("opendir", self.tree.children, node)
+        children = await self._cached_or_model("opendir", self.tree.children, node)
         # A snapshot per open directory keeps readdir offsets stable whatever
         # Orthanc does meanwhile.
         handle = next(self._handles)

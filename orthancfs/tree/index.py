@@ -11,8 +11,10 @@ JSON documents come from the same lists.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..cache import MetadataCache
@@ -21,6 +23,10 @@ from ..orthanc import OrthancClient
 
 PAGE_SIZE = 1000
 BULK_LIMIT = 100_000  # instances; above this, folders are listed one by one
+PARALLEL_PAGES = 4  # pages of one bulk list fetched at once (Orthanc answers them in parallel)
+COUNT_KEYS = {"patients": "CountPatients", "studies": "CountStudies", "series": "CountSeries",
+              "instances": "CountInstances"}
+LEVELS = ("patients", "studies", "series", "instances")
 
 CHILD_ROUTES = {
     "patients": "/patients/{}/studies",
@@ -53,6 +59,12 @@ class OrthancIndex:
         self.cache = cache
         self.page_size = page_size
         self.bulk_limit = bulk_limit
+        self._pages = ThreadPoolExecutor(PARALLEL_PAGES, thread_name_prefix="orthancfs-pages")
+        self._prefetch = ThreadPoolExecutor(len(LEVELS), thread_name_prefix="orthancfs-prefetch")
+
+    def close(self) -> None:
+        self._pages.shutdown(wait=False, cancel_futures=True)
+        self._prefetch.shutdown(wait=False, cancel_futures=True)
 
     def patients(self) -> list[dict[str, Any]]:
         return self._level("patients").items
@@ -89,17 +101,44 @@ class OrthancIndex:
         return int(self.statistics().get("CountInstances", 0)) <= self.bulk_limit
 
     def _level(self, level: str) -> Level:
-        return self.cache.get(("all", level), lambda: Level(self._all(f"/{level}"), PARENT_KEY.get(level)))
+        return self.cache.get(("all", level), lambda: self._load_level(level))
 
-    def _all(self, route: str) -> list[dict[str, Any]]:
-        """Every resource of a level, page by page, so no server limit can truncate it."""
+    def _load_level(self, level: str) -> Level:
+        if self._bulk():  # whoever reads one level will walk down: start loading the deeper ones now
+            for deeper in LEVELS[LEVELS.index(level) + 1:]:
+                self._prefetch.submit(self._quietly, deeper)
+        return Level(self._all(f"/{level}", self._expected(level)), PARENT_KEY.get(level))
+
+    def _quietly(self, level: str) -> None:
+        # The cache keeps the answer (or nothing): a failure here is met again by the reader.
+        with contextlib.suppress(Exception):
+            self._level(level)
+
+    def _expected(self, level: str) -> int:
+        try:
+            return int(self.statistics().get(COUNT_KEYS[level], 0))
+        except Exception:  # noqa: BLE001 - only a hint for paging
+            return 0
+
+    def _all(self, route: str, expected: int = 0) -> list[dict[str, Any]]:
+        """Every resource of a level, page by page, so no server limit can truncate it.
+
+        The pages that `expected` (from /statistics) predicts are fetched at once; then
+        page after page until a short one, so a level that grew meanwhile is still complete.
+        """
+        def page(since: int) -> list[dict[str, Any]]:
+            return self.client.get_json(route, params={"expand": "", "since": since, "limit": self.page_size})
+
         items: list[dict[str, Any]] = []
-        while True:
-            params = {"expand": "", "since": len(items), "limit": self.page_size}
-            page = self.client.get_json(route, params=params)
-            items.extend(page)
-            if len(page) < self.page_size:
-                return items
+        predicted = range(0, expected, self.page_size)
+        for found in self._pages.map(page, predicted) if len(predicted) > 1 else map(page, predicted):
+            items.extend(found)
+        while len(items) % self.page_size == 0:  # the last page was full (or none was fetched yet)
+            found = page(len(items))
+            items.extend(found)
+            if len(found) < self.page_size:
+                break
+        return items
 
 
 def render_json(document: Any) -> bytes:

@@ -249,6 +249,7 @@ class Tree:
 
     def close(self) -> None:
         self.content.close()
+        self.index.close()
 
 
 def _child(parent: Node, name: str) -> str:

@@ -8,20 +8,20 @@ that stick to their resource for the life of the mount.
 
 from __future__ import annotations
 
-import unicodedata
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 MAX_NAME_BYTES = 255  # NAME_MAX on Linux, counted in UTF-8 bytes
 REPLACEMENT = "_"
 FIELD_SEPARATOR = " - "
-_UNSAFE = frozenset("/\\\x00")
+# Path separators and Unicode category Cc (C0 controls with NUL, DEL, C1 controls).
+_UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f-\x9f]")
 
 
 def clean_text(text: str) -> str:
     """Replace path separators, NUL and control characters; trim surrounding spaces."""
-    chars = (REPLACEMENT if c in _UNSAFE or unicodedata.category(c) == "Cc" else c for c in text)
-    return "".join(chars).strip()
+    return _UNSAFE.sub(REPLACEMENT, text).strip()
 
 
 def join_fields(fields: Iterable[str | None], fallback: str) -> str:

@@ -92,8 +92,9 @@ def _series(node: Node, instances: list[dict], document: bytes | None = None) ->
 
 def _instance(series: Node, instance: dict) -> Entry:
     orthanc_id = instance["ID"]
-    stem = _tag(instance, "SOPInstanceUID") if series.view == BY_UIDS else orthanc_id
-    wanted = Wanted(orthanc_id, join_fields([stem], orthanc_id), ".dcm")
+    # Orthanc IDs are hex and dashes: safe names as they are.
+    stem = join_fields([_tag(instance, "SOPInstanceUID")], orthanc_id) if series.view == BY_UIDS else orthanc_id
+    wanted = Wanted(orthanc_id, stem, ".dcm")
     # Instances carry no date of their own in listings; the series' last update
     # is the closest bound that costs no extra request.
     node = Node((series.view, Role.INSTANCE, orthanc_id), Kind.INSTANCE,
