@@ -11,6 +11,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def mount_options(mountpoint: Path) -> str:
+    """The options column of /proc/mounts for `mountpoint`."""
+    for line in Path("/proc/mounts").read_text().splitlines():
+        fields = line.split()
+        if fields[1] == str(mountpoint):
+            return fields[3]
+    raise AssertionError(f"{mountpoint} is not mounted")
+
+
 def wait_for(condition: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
     deadline = time.monotonic() + timeout
     while True:

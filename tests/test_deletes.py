@@ -18,6 +18,7 @@ from orthancfs.demo.server import OrthancServer
 
 from . import uploads_data as data
 from .conftest import mounted
+from .helpers import mount_options
 
 
 @pytest.fixture
@@ -131,7 +132,7 @@ def test_read_only_refuses_everything(server: OrthancServer, tmp_path: Path) -> 
         assert errno_of(lambda: (mnt / "uploads" / "d").mkdir()) == errno.EROFS
         assert errno_of(next((mnt / "by-patients").rglob("*.dcm")).unlink) == errno.EROFS
         assert stat.S_IMODE(os.stat(mnt / "uploads").st_mode) == 0o555
-        assert " ro," in f" {_mount_options(mnt)},"
+        assert " ro," in f" {mount_options(mnt)},"
     assert orthanc_ids(server, "instances") == before
 
 
@@ -147,11 +148,3 @@ def test_no_upload(server: OrthancServer, tmp_path: Path) -> None:
 def test_uploads_report_free_space(server: OrthancServer, tmp_path: Path) -> None:
     with mounted(server.url, tmp_path) as mnt:
         assert os.statvfs(mnt).f_bavail > 0  # file managers check before copying
-
-
-def _mount_options(mnt: Path) -> str:
-    for line in Path("/proc/mounts").read_text().splitlines():
-        fields = line.split()
-        if fields[1] == str(mnt):
-            return fields[3]
-    raise AssertionError(f"{mnt} not in /proc/mounts")

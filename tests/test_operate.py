@@ -20,7 +20,7 @@ from orthancfs.demo.server import OrthancServer, free_port
 
 from . import uploads_data as data
 from .conftest import LoadedOrthanc, mounted
-from .helpers import wait_for
+from .helpers import mount_options, wait_for
 from .proxy import Proxy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,7 +69,7 @@ def test_mount_t_fuse_orthancfs(installed: None, orthanc: LoadedOrthanc, mountpo
     assert result.returncode == 0, result.stderr
     assert os.path.ismount(mountpoint)  # live when mount(8) returns: no polling needed
     assert "P-LI - 李^小龍" in os.listdir(mountpoint / "by-patients")
-    assert " ro," in f" {_options_of(mountpoint)}," and "allow_other" in _options_of(mountpoint)
+    assert " ro," in f" {mount_options(mountpoint)}," and "allow_other" in mount_options(mountpoint)
     subprocess.run(["umount", str(mountpoint)], check=True)
     wait_for(lambda: daemon_gone(mountpoint), 30, "the daemon to end after umount")
 
@@ -242,11 +242,3 @@ def test_client_certificate_for_a_proxy_that_asks(orthanc: LoadedOrthanc, tmp_pa
             assert "P-LI - 李^小龍" in os.listdir(mnt / "by-patients")
     finally:
         proxy.close()
-
-
-def _options_of(mnt: Path) -> str:
-    for line in Path("/proc/mounts").read_text().splitlines():
-        fields = line.split()
-        if fields[1] == str(mnt):
-            return fields[3]
-    raise AssertionError(f"{mnt} is not mounted")
