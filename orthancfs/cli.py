@@ -21,7 +21,10 @@ from .settings import OPTIONS, Layer, config_layers, environment_layer, parse_mo
 
 log = logging.getLogger("orthancfs")
 
-COMMANDS = ("mount", "umount", "demo")
+COMMANDS = ("mount", "umount", "webdav", "demo")
+WEBDAV_SETTINGS = {"url", "user", "password_file", "token_file", "ca_file", "client_cert", "client_key", "insecure",
+                   "timeout", "metadata_ttl", "cache_dir", "cache_size", "no_upload", "allow_delete", "read_only",
+                   "debug", "log_file"}
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 
@@ -76,6 +79,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="return once the mount is live and keep serving in the background (as mount(8) does)")
     add_setting_flags(mount)
     mount.set_defaults(run=run_mount)
+    webdav = commands.add_parser("webdav", help="serve the same tree over WebDAV",
+                                 description="Serve the tree over WebDAV; stays in the foreground.")
+    webdav.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
+                        help="where to listen (default: %(default)s)")
+    webdav.add_argument("--users-file", metavar="FILE",
+                        help="users allowed in: name:bcrypt-hash[:read|upload|delete] per line (htpasswd -B)")
+    webdav.add_argument("--allow-anonymous", action="store_true",
+                        help="serve without a users file on a non-loopback address")
+    webdav.add_argument("--cert", metavar="FILE", help="TLS certificate (PEM); with --key, serve https")
+    webdav.add_argument("--key", metavar="FILE", help="TLS private key (PEM)")
+    webdav.add_argument("--windows-names", action=argparse.BooleanOptionalAction, default=True,
+                        help="map names Windows cannot show (<>:\"|?*, CON, trailing dots) (default: on)")
+    webdav.add_argument("--profile", help="the [profile NAME] of the config file to use")
+    webdav.add_argument("--config", metavar="FILE", help="config file")
+    add_setting_flags(webdav, WEBDAV_SETTINGS)
+    webdav.set_defaults(run=run_webdav)
     umount = commands.add_parser("umount", help="unmount, after pending uploads are finished")
     umount.add_argument("mountpoint", metavar="MOUNTPOINT")
     umount.add_argument("--wait", default="60", metavar="SECONDS",
@@ -89,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> dict[str, Any]:
+def settings_from(args: argparse.Namespace, environ: dict[str, str], need_mountpoint: bool = True) -> dict[str, Any]:
     """Every setting resolved: flags, then -o options, then environment, then config profile, then defaults."""
     flags = {o.name: (getattr(args, o.name), o.long_flag) for o in OPTIONS if getattr(args, o.name, None) is not None}
     options = parse_mount_options(",".join(getattr(args, "mount_options", [])))
@@ -105,7 +124,7 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> dict[str
     config = getattr(args, "config", None) or _raw(options, "config") or environ.get("ORTHANCFS_CONFIG")
     layers = [Layer(flags), options, environment_layer(environ), *config_layers(config, profile)]
     settings = resolve(layers)
-    if not settings["mountpoint"]:
+    if need_mountpoint and not settings["mountpoint"]:
         raise UsageError("no MOUNTPOINT given (on the command line or in the profile)")
     return settings
 
@@ -145,6 +164,16 @@ def _mount_reporting_errors(settings: dict[str, Any], ready: Any) -> int:
     except (UsageError, StartupError) as exc:
         print(f"orthancfs: {exc}", file=sys.stderr)
         return 1
+
+
+def run_webdav(args: argparse.Namespace) -> int:
+    from .webdav.server import serve_webdav
+
+    settings = settings_from(args, dict(os.environ), need_mountpoint=False)
+    setup_logging(settings, background=False)
+    serve_webdav(settings, args.listen, args.users_file, args.cert, args.key, args.windows_names,
+                 args.allow_anonymous)
+    return 0
 
 
 def run_umount(args: argparse.Namespace) -> int:

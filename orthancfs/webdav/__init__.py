@@ -1,0 +1,1 @@
+"""The WebDAV frontend: the same tree model served through wsgidav on cheroot."""

@@ -1,0 +1,138 @@
+"""`orthancfs webdav`: the tree served by wsgidav on cheroot, with auth and TLS."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import signal
+import threading
+from contextlib import ExitStack
+from typing import Any
+
+from cheroot import wsgi
+from cheroot.ssl.builtin import BuiltinSSLAdapter
+from wsgidav.wsgidav_app import WsgiDAVApp
+
+from ..errors import StartupError, UsageError
+from ..mount import client_settings, connect, prepare_cache_dir
+from ..orthanc import OrthancClient
+from ..service import notify
+from ..tree import Tree, WritePolicy
+from .access import UsersDomainController
+from .uploads import UploadsProvider
+from .users import load_users
+from .views import ViewsProvider
+
+log = logging.getLogger(__name__)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        number = int(port)
+        if not 0 < number < 65536:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"--listen: expected HOST:PORT, not {text!r}") from None
+    return host, number
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_access_settings(host: str, users_file: str | None, allow_anonymous: bool, cert: str | None,
+                          key: str | None) -> dict:
+    users = load_users(users_file) if users_file else {}
+    if not users and not is_loopback(host) and not allow_anonymous:
+        raise UsageError(f"refusing anonymous access on {host}: give --users-file (or --allow-anonymous)")
+    if bool(cert) != bool(key):
+        raise UsageError("--cert and --key go together")
+    for path in filter(None, (cert, key)):
+        if not os.access(path, os.R_OK):
+            raise UsageError(f"cannot read {path}")
+    return users
+
+
+def wsgidav_config(tree: Tree, users: dict, windows_names: bool, debug: bool) -> dict[str, Any]:
+    return {
+        "provider_mapping": {"/": ViewsProvider(tree, windows_names), "/uploads": UploadsProvider(tree)},
+        "http_authenticator": {"domain_controller": UsersDomainController, "accept_basic": True,
+                               "accept_digest": False, "default_to_digest": False, "trusted_auth_header": None},
+        "lock_storage": True,  # in memory: what Windows and macOS need to write into uploads/
+        "property_manager": True,
+        "dir_browser": {"enable": True},
+        "verbose": 3 if debug else 1,
+        "logging": {"enable": False},  # our own logging set-up stays in charge
+        "orthancfs": {"users": users},
+    }
+
+
+FINITE_DEPTH_BODY = (b'<?xml version="1.0" encoding="utf-8"?>\n'
+                     b'<D:error xmlns:D="DAV:"><D:propfind-finite-depth/></D:error>\n')
+
+
+def refuse_infinite_propfind(app: Any) -> Any:
+    """PROPFIND with Depth: infinity walks the whole PACS: refused with 403, as RFC 4918 allows."""
+    def middleware(environ: dict, start_response: Any) -> Any:
+        depth = environ.get("HTTP_DEPTH", "infinity").strip().lower()  # no header means infinity
+        if environ.get("REQUEST_METHOD") == "PROPFIND" and depth == "infinity":
+            start_response("403 Forbidden", [("Content-Type", "application/xml; charset=utf-8"),
+                                             ("Content-Length", str(len(FINITE_DEPTH_BODY)))])
+            return [FINITE_DEPTH_BODY]
+        return app(environ, start_response)
+    return middleware
+
+
+def serve_webdav(settings: dict[str, Any], listen: str, users_file: str | None, cert: str | None,
+                 key: str | None, windows_names: bool, allow_anonymous: bool) -> None:
+    host, port = parse_listen(listen)
+    users = check_access_settings(host, users_file, allow_anonymous, cert, key)
+    connection = client_settings(settings, dict(os.environ))
+    spool_dir, state_dir = prepare_cache_dir(settings["cache_dir"], connection.url)
+    with ExitStack() as stack:
+        client = OrthancClient(connection)
+        stack.callback(client.close)
+        version = connect(client)
+        policy = WritePolicy(uploads=not settings["no_upload"], deletes=settings["allow_delete"],
+                             read_only=settings["read_only"])
+        tree = Tree(client, state_dir, metadata_ttl=settings["metadata_ttl"], spool_dir=spool_dir, policy=policy,
+                    content_cache_bytes=settings["cache_size"])
+        stack.callback(tree.close)
+        app = refuse_infinite_propfind(WsgiDAVApp(wsgidav_config(tree, users, windows_names, settings["debug"])))
+        server = wsgi.Server((host, port), app, numthreads=16, server_name="orthancfs")
+        if cert:
+            server.ssl_adapter = BuiltinSSLAdapter(cert, key)
+        scheme = "https" if cert else "http"
+        try:
+            server.prepare()
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        log.info("serving Orthanc %s (%s) as WebDAV on %s://%s:%s/", version, client.base_url, scheme, host, port)
+        notify(f"READY=1\nSTATUS=Serving {client.base_url} as WebDAV on {scheme}://{host}:{port}/")
+        _serve_until_signal(server)
+
+
+def _serve_until_signal(server: wsgi.Server) -> None:
+    """Serve in a thread; the main thread waits for SIGTERM/SIGINT, then stops the server cleanly.
+
+    (cheroot's stop() joins the worker threads: called from a signal handler
+    inside serve() it would wait for itself.)
+    """
+    stops = {signal.SIGTERM, signal.SIGINT}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, stops)  # inherited by the server's threads
+    try:
+        threading.Thread(target=server.serve, name="orthancfs-webdav", daemon=True).start()
+        signum = signal.sigwait(stops)
+        log.info("%s received: stopping the WebDAV server", signal.Signals(signum).name)
+        notify("STOPPING=1")
+        server.stop()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

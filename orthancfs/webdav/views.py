@@ -1,0 +1,184 @@
+"""The Orthanc views (everything but uploads/) as a read-only wsgidav provider.
+
+Each resource wraps a tree node; names may be mapped to Windows-safe ones, and
+the reverse mapping is taken from the parent's listing, never decoded.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
+from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
+
+from ..content import Content
+from ..errors import NotFound, OrthancFSError
+from ..tree import Kind, Node, Tree
+from .access import require
+from .errors import dav_error
+from .names import windows_safe
+
+CONTENT_TYPES = {Kind.INSTANCE: "application/dicom", Kind.JSON: "application/json", Kind.TEXT: "text/plain"}
+
+
+class ViewsProvider(DAVProvider):
+    """by-patients/, by-studies/, by-dates/, by-uids/ (and the uploads/ entry of the root listing)."""
+
+    def __init__(self, tree: Tree, windows_names: bool):
+        super().__init__()
+        self.tree = tree
+        self.windows_names = windows_names
+
+    def display(self, name: str) -> str:
+        return windows_safe(name) if self.windows_names else name
+
+    def listing(self, node: Node) -> dict[str, tuple[str, Node]]:
+        """display name -> (tree name, node)."""
+        try:
+            children = self.tree.children(node)
+        except OrthancFSError as exc:
+            raise dav_error(exc) from None
+        return {self.display(name): (name, child) for name, child in children.items()}
+
+    def get_resource_inst(self, path: str, environ: dict) -> Any:
+        node, parent, name = self.tree.root, None, ""
+        for part in (p for p in path.strip("/").split("/") if p):
+            found = self.listing(node).get(part)
+            if found is None:
+                return None
+            parent, (name, node) = node, found
+        return make_resource(path, environ, node, parent, name)
+
+
+def make_resource(path: str, environ: dict, node: Node, parent: Node | None, name: str) -> Any:
+    kind = TreeFolder if node.is_dir else TreeFile
+    return kind(path, environ, node, parent, name)
+
+
+class _TreeResource:
+    def __init__(self, path: str, environ: dict, node: Node, parent: Node | None, name: str):
+        super().__init__(path, environ)  # type: ignore[call-arg]
+        self.node, self.parent, self.tree_name = node, parent, name
+
+    def get_display_name(self) -> str:
+        return self.path.rstrip("/").rsplit("/", 1)[-1]
+
+    def get_last_modified(self) -> float:
+        return self.node.mtime_ns / 1e9
+
+    def get_creation_date(self) -> float:
+        return self.node.mtime_ns / 1e9
+
+    def handle_delete(self) -> bool:
+        """DELETE of an instance, series, study or patient: one call to Orthanc (deletes must be on)."""
+        require(self.environ, "delete")
+        if self.parent is None:
+            raise DAVError(HTTP_FORBIDDEN)
+        tree: Tree = self.provider.tree
+        try:
+            (tree.rmdir if self.node.is_dir else tree.unlink)(self.parent, self.tree_name)
+        except OrthancFSError as exc:
+            raise dav_error(exc) from None
+        return True
+
+    def handle_copy(self, dest_path: str, *, depth_infinity: bool) -> bool:
+        raise DAVError(HTTP_FORBIDDEN, "the views are read-only; copy into uploads/ from a client")
+
+    def handle_move(self, dest_path: str) -> bool:
+        raise DAVError(HTTP_FORBIDDEN, "the views are Orthanc's; names cannot be changed")
+
+
+class TreeFolder(_TreeResource, DAVCollection):
+    def get_member_names(self) -> list[str]:
+        return list(self.provider.listing(self.node))
+
+    def get_member(self, name: str) -> Any:
+        found = self.provider.listing(self.node).get(name)
+        if found is None:
+            return None
+        tree_name, child = found
+        return make_resource(self.path.rstrip("/") + "/" + name, self.environ, child, self.node, tree_name)
+
+    def create_empty_resource(self, name: str) -> Any:
+        raise DAVError(HTTP_FORBIDDEN, "only uploads/ accepts new files")
+
+    def create_collection(self, name: str) -> Any:
+        raise DAVError(HTTP_FORBIDDEN, "only uploads/ accepts new folders")
+
+    def delete(self) -> None:
+        self.handle_delete()
+
+
+class TreeFile(_TreeResource, DAVNonCollection):
+    def get_content_length(self) -> int:
+        if self.node.size_is_exact:
+            return self.node.size
+        return len(self._document())
+
+    def get_content_type(self) -> str:
+        return CONTENT_TYPES.get(self.node.kind, "application/octet-stream")
+
+    def get_etag(self) -> str | None:
+        # Instances never change in Orthanc: their ID (and size) identify the content.
+        return f"{self.node.ident}-{self.node.size}" if self.node.kind is Kind.INSTANCE else None
+
+    def support_etag(self) -> bool:
+        return self.node.kind is Kind.INSTANCE
+
+    def support_ranges(self) -> bool:
+        return True
+
+    def get_content(self) -> io.RawIOBase:
+        try:
+            return ContentFile(self.provider.tree.open(self.node), self.get_content_length())
+        except OrthancFSError as exc:
+            raise dav_error(exc) from None
+
+    def begin_write(self, *, content_type: str | None = None) -> Any:
+        raise DAVError(HTTP_FORBIDDEN, "the views are read-only")
+
+    def delete(self) -> None:
+        self.handle_delete()
+
+    def _document(self) -> bytes:
+        content = self.provider.tree.open(self.node)
+        try:
+            return content.read(0, 1 << 30)
+        finally:
+            content.close()
+
+
+class ContentFile(io.RawIOBase):
+    """A seekable file object over model content, so wsgidav can serve ranges and stream."""
+
+    def __init__(self, content: Content, size: int):
+        self._content, self._size, self._position = content, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            data = self._content.read(self._position, len(buffer))
+        except NotFound:
+            data = b""
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._content.close()
+        super().close()

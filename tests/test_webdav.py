@@ -1,0 +1,223 @@
+"""`orthancfs webdav` with real clients: litmus, rclone, curl/requests; auth, roles, TLS, names."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import bcrypt
+import pytest
+import requests
+
+from orthancfs.demo.server import OrthancServer, free_port
+
+from . import uploads_data as data
+from .helpers import wait_for
+
+STATUS_PROPERTY = "{http://orthancfs.invalid/ns}status"
+
+
+class WebDAV:
+    """The real command, serving one Orthanc; stopped with SIGTERM."""
+
+    def __init__(self, orthanc_url: str, work: Path, *args: str, scheme: str = "http"):
+        self.port = free_port()
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self.log = work / f"webdav-{self.port}.log"
+        command = [sys.executable, "-m", "orthancfs", "webdav", "--url", orthanc_url, "--listen",
+                   f"127.0.0.1:{self.port}", "--cache-dir", str(work / "cache"), *args]
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        wait_for(self._listening, 30, "the WebDAV server")
+
+    def _listening(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"webdav exited: {self.log.read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(30)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[OrthancServer]:
+    with OrthancServer(tmp_path / "orthanc") as server, server.client() as client:
+        for payload in data.instances(2, "WD1"):
+            client.upload(payload)
+        for payload in data.instances(1, "ODD:ID*"):
+            client.upload(payload)
+        yield server
+
+
+@pytest.fixture
+def dav(server: OrthancServer, tmp_path: Path) -> Iterator[WebDAV]:
+    webdav = WebDAV(server.url, tmp_path)
+    yield webdav
+    assert webdav.stop() == 0
+    assert "Traceback" not in webdav.log.read_text()
+
+
+def propfind(url: str, depth: str = "1", **kwargs) -> requests.Response:  # noqa: ANN003
+    return requests.request("PROPFIND", url, headers={"Depth": depth}, **kwargs)
+
+
+def hrefs(response: requests.Response) -> list[str]:
+    return [requests.utils.unquote(h) for h in re.findall(r"<(?:\w+:)?href>([^<]+)</", response.text)]
+
+
+def test_litmus_passes_every_test_on_uploads(dav: WebDAV) -> None:
+    result = subprocess.run(["litmus", f"{dav.url}/uploads/"], capture_output=True, text=True, timeout=600)
+    summaries = re.findall(r"summary for `(\w+)': of (\d+) tests run: (\d+) passed", result.stdout)
+    assert {suite for suite, _, _ in summaries} == {"basic", "copymove", "props", "locks", "http"}, result.stdout
+    assert sum(int(run) for _, run, _ in summaries) == sum(int(passed) for _, _, passed in summaries) == 104
+
+
+def test_views_list_and_read_like_the_mount(dav: WebDAV, server: OrthancServer) -> None:
+    root = hrefs(propfind(dav.url + "/"))
+    assert {"/by-dates/", "/by-patients/", "/by-studies/", "/by-uids/", "/uploads/"} <= set(root)
+    patients = hrefs(propfind(dav.url + "/by-patients/"))
+    assert "/by-patients/WD1 - Upload^WD1/" in patients
+    assert "/by-patients/ODD：ID＊ - Upload^ODD：ID＊/" in patients  # Windows-safe by default
+    with server.client() as client:
+        instance = client.get_json("/instances")[0]
+        expected = client.get_bytes(f"/instances/{instance}/file")
+    [path] = [h for h in _walk(dav.url, "/by-patients/") if h.endswith(f"{instance}.dcm")]
+    whole = requests.get(dav.url + path)
+    assert whole.status_code == 200 and whole.content == expected
+    assert whole.headers["ETag"] and whole.headers["Last-Modified"]
+    part = requests.get(dav.url + path, headers={"Range": "bytes=128-131"})
+    assert part.status_code == 206 and part.content == b"DICM"
+
+
+def _walk(base: str, path: str) -> list[str]:
+    found = []
+    for href in hrefs(propfind(base + path))[1:]:
+        found.extend(_walk(base, href) if href.endswith("/") else [href])
+    return found
+
+
+def test_http_rules(dav: WebDAV) -> None:
+    assert propfind(dav.url + "/", depth="infinity").status_code == 403
+    assert "propfind-finite-depth" in propfind(dav.url + "/by-patients/", depth="infinity").text
+    options = requests.options(dav.url + "/uploads/")
+    assert "1" in options.headers["DAV"] and "2" in options.headers["DAV"]
+    assert requests.put(dav.url + "/by-patients/new.dcm", data=b"x").status_code == 403
+    assert requests.request("MKCOL", dav.url + "/by-uids/new").status_code == 403
+    assert requests.get(dav.url + "/by-patients/nope/").status_code == 404
+
+
+def test_put_into_uploads_like_the_mount(dav: WebDAV, server: OrthancServer) -> None:
+    [good, refused] = data.instances(2, "PUT")
+    created = requests.put(dav.url + "/uploads/good.dcm", data=good)
+    assert created.status_code == 201
+    assert hrefs(propfind(dav.url + "/uploads/")) == ["/uploads/"]  # stored: gone from uploads/
+    answer = requests.put(dav.url + "/uploads/bad.dcm", data=refused[:900])
+    assert answer.status_code == 415 and "Cannot parse" in answer.text, answer.text
+    assert requests.get(dav.url + "/uploads/bad.dcm").content == refused[:900]  # kept
+    status = propfind(dav.url + "/uploads/bad.dcm", depth="0").text
+    assert "refused by Orthanc" in status
+    assert requests.put(dav.url + "/uploads/notes.txt", data=b"hello").status_code == 201
+    report = requests.get(dav.url + "/uploads/ORTHANCFS-REPORT.txt").text
+    assert "notes.txt" in report and "bad.dcm" in report
+    with server.client() as client:
+        assert len(client.get_json("/patients")) == 3
+
+
+def test_rclone_lists_downloads_and_uploads(dav: WebDAV, server: OrthancServer, tmp_path: Path) -> None:
+    def rclone(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["rclone", *args], capture_output=True, text=True, timeout=120)
+
+    listed = rclone("lsf", "-R", "--files-only", f"--webdav-url={dav.url}", ":webdav:by-uids")
+    assert listed.returncode == 0, listed.stderr
+    assert len([line for line in listed.stdout.splitlines() if line.endswith(".dcm")]) == 3
+    download = tmp_path / "down"
+    assert rclone("copy", f"--webdav-url={dav.url}", ":webdav:by-patients", str(download)).returncode == 0
+    with server.client() as client:
+        for path in download.rglob("*.dcm"):
+            assert path.read_bytes() == client.get_bytes(f"/instances/{path.stem}/file")
+    source = tmp_path / "up.dcm"
+    source.write_bytes(data.instances(1, "RCLONE")[0])
+    assert rclone("copyto", f"--webdav-url={dav.url}", str(source), ":webdav:uploads/up.dcm").returncode == 0
+    with server.client() as client:
+        assert "RCLONE - Upload^RCLONE" in {f"{p['MainDicomTags']['PatientID']} - {p['MainDicomTags']['PatientName']}"
+                                           for p in client.get_json("/patients", params={"expand": ""})}
+    refused = rclone("copyto", f"--webdav-url={dav.url}", str(source), ":webdav:by-patients/x.dcm")
+    assert refused.returncode != 0
+
+
+def users_file(tmp_path: Path, mode: int = 0o600) -> Path:
+    def line(name: str, password: str, role: str) -> str:
+        return f"{name}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()}:{role}"
+
+    path = tmp_path / "users"
+    path.write_text("\n".join([line("viewer", "v-pass", "read"), line("importer", "i-pass", "upload"),
+                               line("admin", "a-pass", "delete")]) + "\n")
+    path.chmod(mode)
+    return path
+
+
+def test_auth_and_roles(server: OrthancServer, tmp_path: Path) -> None:
+    dav = WebDAV(server.url, tmp_path, "--users-file", str(users_file(tmp_path)), "--allow-delete")
+    try:
+        assert requests.get(dav.url + "/by-patients/").status_code == 401
+        assert requests.get(dav.url + "/by-patients/", auth=("viewer", "wrong")).status_code == 401
+        assert propfind(dav.url + "/by-patients/", auth=("viewer", "v-pass")).status_code == 207
+        payload = data.instances(1, "ROLE")[0]
+        assert requests.put(dav.url + "/uploads/a.dcm", data=payload, auth=("viewer", "v-pass")).status_code == 403
+        assert requests.put(dav.url + "/uploads/a.dcm", data=payload, auth=("importer", "i-pass")).status_code == 201
+        target = dav.url + "/by-patients/WD1 - Upload^WD1/"
+        assert requests.delete(target, auth=("importer", "i-pass")).status_code == 403
+        assert requests.delete(target, auth=("admin", "a-pass")).status_code == 204
+        with server.client() as client:
+            names = {p["MainDicomTags"]["PatientID"] for p in client.get_json("/patients", params={"expand": ""})}
+        assert names == {"ODD:ID*", "ROLE"}
+        assert "v-pass" not in dav.log.read_text() and "a-pass" not in dav.log.read_text()
+    finally:
+        dav.stop()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--listen", "0.0.0.0:{port}"], "refusing anonymous access on 0.0.0.0"),
+    (["--users-file", "{shared}"], "chmod 600"),
+    (["--cert", "/etc/hostname"], "--cert and --key go together"),
+])
+def test_refusals_at_start(server: OrthancServer, tmp_path: Path, args: list[str], message: str) -> None:
+    shared = users_file(tmp_path, mode=0o644)
+    args = [a.format(port=free_port(), shared=shared) for a in args]
+    command = [sys.executable, "-m", "orthancfs", "webdav", "--url", server.url, "--cache-dir", str(tmp_path / "c")]
+    if "--listen" not in args:
+        command += ["--listen", f"127.0.0.1:{free_port()}"]
+    result = subprocess.run([*command, *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1, result
+
+
+def test_tls(server: OrthancServer, tmp_path: Path) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    dav = WebDAV(server.url, tmp_path, "--cert", str(cert), "--key", str(key), scheme="https")
+    try:
+        assert propfind(dav.url + "/", verify=str(cert)).status_code == 207
+        with pytest.raises(requests.exceptions.SSLError):
+            propfind(dav.url + "/")
+    finally:
+        dav.stop()
+
+
+def test_names_as_they_are_when_asked(server: OrthancServer, tmp_path: Path) -> None:
+    dav = WebDAV(server.url, tmp_path, "--no-windows-names")
+    try:
+        assert "/by-patients/ODD:ID* - Upload^ODD:ID*/" in hrefs(propfind(dav.url + "/by-patients/"))
+    finally:
+        dav.stop()
