@@ -71,6 +71,11 @@ class MetadataCache:
         future.set_result(value)
         return value
 
+    def peek(self, key: Hashable) -> Any:
+        """The cached value, or None; never asks Orthanc."""
+        with self._lock:
+            return self._store.get(key) if self._store is not None else None
+
     def invalidate(self, key: Hashable | None = None) -> None:
         """Forget one key, or everything."""
         with self._lock:

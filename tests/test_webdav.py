@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import signal
 import socket
@@ -157,7 +158,8 @@ def test_rclone_lists_downloads_and_uploads(dav: WebDAV, server: OrthancServer, 
 
 def users_file(tmp_path: Path, mode: int = 0o600) -> Path:
     def line(name: str, password: str, role: str) -> str:
-        return f"{name}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()}:{role}"
+        digest = hashlib.md5(f"{name}:orthancfs:{password}".encode()).hexdigest()  # noqa: S324 - htdigest's HA1
+        return f"{name}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()}:{role}:{digest}"
 
     path = tmp_path / "users"
     path.write_text("\n".join([line("viewer", "v-pass", "read"), line("importer", "i-pass", "upload"),
@@ -172,6 +174,9 @@ def test_auth_and_roles(server: OrthancServer, tmp_path: Path) -> None:
         assert requests.get(dav.url + "/by-patients/").status_code == 401
         assert requests.get(dav.url + "/by-patients/", auth=("viewer", "wrong")).status_code == 401
         assert propfind(dav.url + "/by-patients/", auth=("viewer", "v-pass")).status_code == 207
+        digest = requests.auth.HTTPDigestAuth("viewer", "v-pass")
+        assert propfind(dav.url + "/by-patients/", auth=digest).status_code == 207
+        assert propfind(dav.url + "/by-patients/", auth=requests.auth.HTTPDigestAuth("viewer", "no")).status_code == 401
         payload = data.instances(1, "ROLE")[0]
         assert requests.put(dav.url + "/uploads/a.dcm", data=payload, auth=("viewer", "v-pass")).status_code == 403
         assert requests.put(dav.url + "/uploads/a.dcm", data=payload, auth=("importer", "i-pass")).status_code == 201

@@ -73,20 +73,28 @@ class OrthancIndex:
         return self._level("studies").items
 
     def children(self, level: str, orthanc_id: str) -> list[dict[str, Any]]:
-        """The expanded children of a patient, study or series (complete)."""
-        if not self._bulk():
-            route = CHILD_ROUTES[level].format(orthanc_id)
-            return self.cache.get(route, lambda: self.client.get_json(route))
-        if orthanc_id not in self._level(level).by_id:
-            raise NotFound(f"/{level}/{orthanc_id}")
-        children = self._level(CHILD_LEVEL[level])
-        return children.by_parent.get(orthanc_id) or children.none
+        """The expanded children of a patient, study or series (complete).
+
+        From the bulk lists once they are loaded; until then from the folder's own
+        child route (one small request), while the bulk lists load in the
+        background: a single `ls` stays as fast as one request, a walk soon costs none.
+        """
+        if self._bulk():
+            parents, children = self.cache.peek(("all", level)), self.cache.peek(("all", CHILD_LEVEL[level]))
+            if parents is not None and children is not None:
+                if orthanc_id not in parents.by_id:
+                    raise NotFound(f"/{level}/{orthanc_id}")
+                return children.by_parent.get(orthanc_id) or children.none
+            self._prefetch.submit(self._quietly, CHILD_LEVEL[level])
+        route = CHILD_ROUTES[level].format(orthanc_id)
+        return self.cache.get(route, lambda: self.client.get_json(route))
 
     def document(self, level: str, orthanc_id: str) -> bytes:
         """`GET /{level}/{id}` rendered the way study.json/series.json show it."""
         route = f"/{level}/{orthanc_id}"
-        if self._bulk():
-            item = self._level(level).by_id.get(orthanc_id)
+        loaded = self.cache.peek(("all", level)) if self._bulk() else None
+        if loaded is not None:
+            item = loaded.by_id.get(orthanc_id)
             if item is None:
                 raise NotFound(route)
             return self.cache.get(("document", route), lambda: render_json(item))
@@ -106,7 +114,8 @@ class OrthancIndex:
     def _load_level(self, level: str) -> Level:
         if self._bulk():  # whoever reads one level will walk down: start loading the deeper ones now
             for deeper in LEVELS[LEVELS.index(level) + 1:]:
-                self._prefetch.submit(self._quietly, deeper)
+                if self.cache.peek(("all", deeper)) is None:
+                    self._prefetch.submit(self._quietly, deeper)
         return Level(self._all(f"/{level}", self._expected(level)), PARENT_KEY.get(level))
 
     def _quietly(self, level: str) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
 from wsgidav.dc.base_dc import BaseDomainController
 
-from .users import ROLES, User, check_password
+from .users import REALM, ROLES, User, check_password
 
 
 def users_of(environ: dict) -> dict[str, User]:
@@ -37,7 +37,7 @@ class UsersDomainController(BaseDomainController):
         self.users: dict[str, User] = config["orthancfs"]["users"]
 
     def get_domain_realm(self, path_info: str, environ: dict) -> str:
-        return "orthancfs"
+        return REALM
 
     def require_authentication(self, realm: str, environ: dict) -> bool:
         return bool(self.users)
@@ -47,7 +47,9 @@ class UsersDomainController(BaseDomainController):
         return user is not None and check_password(user, password)
 
     def supports_http_digest_auth(self) -> bool:
-        return False  # Digest needs a reversible secret on disk; bcrypt hashes are not
+        return any(user.digest_ha1 for user in self.users.values())
 
-    def digest_auth_user(self, realm: str, user_name: str, environ: dict) -> bool:
-        return False
+    def digest_auth_user(self, realm: str, user_name: str, environ: dict) -> str | bool:
+        """The stored HA1 (wsgidav computes the response from it); users without one: Basic only."""
+        user = self.users.get(user_name)
+        return user.digest_ha1 if user and user.digest_ha1 else False

@@ -62,10 +62,11 @@ def check_access_settings(host: str, users_file: str | None, allow_anonymous: bo
 
 
 def wsgidav_config(tree: Tree, users: dict, windows_names: bool, debug: bool) -> dict[str, Any]:
+    digest = any(user.digest_ha1 for user in users.values())  # offered only to users who have a Digest hash
     return {
         "provider_mapping": {"/": ViewsProvider(tree, windows_names), "/uploads": UploadsProvider(tree)},
         "http_authenticator": {"domain_controller": UsersDomainController, "accept_basic": True,
-                               "accept_digest": False, "default_to_digest": False, "trusted_auth_header": None},
+                               "accept_digest": digest, "default_to_digest": digest, "trusted_auth_header": None},
         "lock_storage": True,  # in memory: what Windows and macOS need to write into uploads/
         "property_manager": True,
         "dir_browser": {"enable": True},

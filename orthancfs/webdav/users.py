@@ -1,14 +1,18 @@
 """Who may use the WebDAV export: a users file of bcrypt hashes and roles.
 
-Each line is `name:hash[:role]`, as `htpasswd -B` writes it plus an optional
-role: `read` (default), `upload` (read, and write into uploads/) or `delete`
-(upload, and delete resources when the server allows deletes).  The file must
-not be readable by group or others, like every file that holds secrets here.
+Each line is `name:hash[:role[:digest]]`, as `htpasswd -B` writes it plus an
+optional role: `read` (default), `upload` (read, and write into uploads/) or
+`delete` (upload, and delete resources when the server allows deletes).  For
+clients that need HTTP Digest, an optional fourth field holds the Digest hash
+(HA1 = md5 of `name:orthancfs:password`, what `htdigest` stores for realm
+orthancfs); users without one can only use Basic.  The file must not be
+readable by group or others, like every file that holds secrets here.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass
 
@@ -17,6 +21,7 @@ import bcrypt
 from ..errors import UsageError
 
 ROLES = ("read", "upload", "delete")
+REALM = "orthancfs"
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,7 @@ class User:
     name: str
     password_hash: bytes
     role: str = "read"
+    digest_ha1: str | None = None
 
     def may(self, role: str) -> bool:
         return ROLES.index(self.role) >= ROLES.index(role)
@@ -40,13 +46,14 @@ def load_users(path: str) -> dict[str, User]:
     for number, line in enumerate(lines, 1):
         if not line.strip() or line.startswith("#"):
             continue
-        name, _, rest = line.partition(":")
-        password_hash, _, role = rest.partition(":")
+        name, password_hash, role, digest = (line.split(":") + ["", "", ""])[:4]
         if not name or not password_hash.startswith(("$2a$", "$2b$", "$2y$")):
-            raise UsageError(f"{path}:{number}: expected name:bcrypt-hash[:role] (htpasswd -B)")
+            raise UsageError(f"{path}:{number}: expected name:bcrypt-hash[:role[:digest]] (htpasswd -B)")
         if (role or "read") not in ROLES:
             raise UsageError(f"{path}:{number}: role must be one of {', '.join(ROLES)}")
-        users[name] = User(name, password_hash.encode(), role or "read")
+        if digest and not re.fullmatch(r"[0-9a-f]{32}", digest):
+            raise UsageError(f"{path}:{number}: the digest field must be 32 hex digits (md5 of name:{REALM}:password)")
+        users[name] = User(name, password_hash.encode(), role or "read", digest or None)
     return users
 
 
