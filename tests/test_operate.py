@@ -125,7 +125,7 @@ def test_man_pages_render_without_warnings(page: str) -> None:
 
 def test_man_page_documents_every_option() -> None:
     source = (ROOT / "man" / "orthancfs.1").read_text().replace("\\-", "-")
-    for command in ("mount", "umount", "demo"):
+    for command in ("mount", "umount", "webdav", "demo"):
         usage = subprocess.run([sys.executable, "-m", "orthancfs", command, "--help"], capture_output=True,
                                text=True, check=True).stdout
         for flag in set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", usage)) - {"--help"}:
