@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import signal
 import socket
@@ -154,6 +155,18 @@ def test_rclone_lists_downloads_and_uploads(dav: WebDAV, server: OrthancServer, 
                                            for p in client.get_json("/patients", params={"expand": ""})}
     refused = rclone("copyto", f"--webdav-url={dav.url}", str(source), ":webdav:by-patients/x.dcm")
     assert refused.returncode != 0
+    mountpoint = tmp_path / "rclone-mnt"
+    mountpoint.mkdir()
+    mount = subprocess.Popen(["rclone", "mount", f"--webdav-url={dav.url}", ":webdav:", str(mountpoint),
+                              "--read-only"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: os.path.ismount(mountpoint), 30, "rclone mount")
+        [path] = [p for p in (mountpoint / "by-patients").rglob("*.dcm") if "RCLONE" in str(p)]
+        with server.client() as client:
+            assert path.read_bytes() == client.get_bytes(f"/instances/{path.stem}/file")
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+        mount.wait(30)
 
 
 def users_file(tmp_path: Path, mode: int = 0o600) -> Path:
