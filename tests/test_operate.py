@@ -33,6 +33,8 @@ INSTALLED = Path("/usr/local/bin/orthancfs")
 @pytest.fixture(scope="module")
 def installed() -> Iterator[None]:
     """mount(8) runs helpers with its own PATH: put `orthancfs` where `make install` does, for these tests."""
+    if INSTALLED.is_symlink() and not INSTALLED.exists():
+        INSTALLED.unlink()  # left dangling by an earlier run whose venv is gone
     created = not INSTALLED.exists()
     if created:
         INSTALLED.symlink_to(BIN / "orthancfs")
