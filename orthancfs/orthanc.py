@@ -136,7 +136,7 @@ class OrthancClient:
             log.warning("TLS certificate verification is off (--insecure): anyone on the path can read and alter data")
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         session.headers["User-Agent"] = "orthancfs"
-        if _is_loopback(urlsplit(settings.url).hostname or ""):
+        if is_loopback(urlsplit(settings.url).hostname or ""):
             # Compressing costs Orthanc more time than it saves on a loopback link
             # (measured: 10-30% slower listings); across a network gzip pays.
             session.headers["Accept-Encoding"] = "identity"
@@ -276,7 +276,7 @@ class Health:
             log.info("Orthanc at %s answers again", self.url)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:

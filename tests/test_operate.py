@@ -45,10 +45,6 @@ def installed() -> Iterator[None]:
         INSTALLED.unlink()
 
 
-def helper_env() -> dict[str, str]:
-    return dict(os.environ)
-
-
 def daemon_gone(mountpoint: Path) -> bool:
     found = subprocess.run(["pgrep", "-f", f"orthancfs.* {mountpoint}( |$)"], capture_output=True)
     return found.returncode != 0
@@ -67,7 +63,7 @@ def mountpoint(tmp_path: Path) -> Iterator[Path]:
 def test_mount_t_fuse_orthancfs(installed: None, orthanc: LoadedOrthanc, mountpoint: Path, tmp_path: Path) -> None:
     options = f"ro,allow_other,_netdev,x-systemd.automount,metadata_ttl=5,cache_dir={tmp_path / 'cache'}"
     result = subprocess.run(["mount", "-t", "fuse.orthancfs", orthanc.url, str(mountpoint), "-o", options],
-                            capture_output=True, text=True, env=helper_env(), timeout=60)
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert os.path.ismount(mountpoint)  # live when mount(8) returns: no polling needed
     assert "P-LI - 李^小龍" in os.listdir(mountpoint / "by-patients")
@@ -83,7 +79,7 @@ def test_fstab_entry_with_a_profile(installed: None, orthanc: LoadedOrthanc, mou
     fstab = tmp_path / "fstab"
     fstab.write_text(f"{orthanc.url}  {mountpoint}  fuse.orthancfs  noauto,_netdev,profile=test,config={conf}  0 0\n")
     result = subprocess.run(["mount", "-T", str(fstab), str(mountpoint)], capture_output=True, text=True,
-                            env=helper_env(), timeout=60)
+                            timeout=60)
     assert result.returncode == 0, result.stderr
     assert os.stat(mountpoint / "by-patients").st_uid == 4321
     subprocess.run(["umount", str(mountpoint)], check=True)
@@ -99,7 +95,7 @@ def test_mount_helper_errors_are_one_line(installed: None, orthanc: LoadedOrthan
     url = orthanc.url if url == "GOOD" else f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
     result = subprocess.run(["mount", "-t", "fuse.orthancfs", url, str(mountpoint), "-o", options],
-                            capture_output=True, text=True, env=helper_env(), timeout=60)
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and not os.path.ismount(mountpoint)
     assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert time.monotonic() - started < 20

@@ -6,7 +6,6 @@ import hashlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ import bcrypt
 import pytest
 import requests
 
-from orthancfs.demo.server import OrthancServer, free_port
+from orthancfs.demo.server import OrthancServer, free_port, port_open
 
 from . import uploads_data as data
 from .helpers import wait_for
@@ -40,11 +39,7 @@ class WebDAV:
     def _listening(self) -> bool:
         if self.process.poll() is not None:
             raise AssertionError(f"webdav exited: {self.log.read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-            return True
-        except OSError:
-            return False
+        return port_open(self.port)
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)

@@ -14,7 +14,8 @@ import logging
 import math
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -71,11 +72,13 @@ class OrthancOperations(pyfuse3.Operations):
         self._warnings = WarningLimiter()
         self._sending: dict[int, str] = {}  # handle -> uploads/ path, while it is sent to Orthanc
 
-    async def _model(self, operation: str, fn: Callable[..., T], *args: Any,
-                     limiter: trio.CapacityLimiter | None = None) -> T:
-        """Run a model call in a worker thread, with model errors as errno."""
+    @contextmanager
+    def _errno(self, operation: str) -> Iterator[None]:
+        """The one translation of what the model raises into FUSEError (nothing else may leave a handler)."""
         try:
-            return await trio.to_thread.run_sync(functools.partial(fn, *args), limiter=limiter or self.limiter)
+            yield
+        except NotCached:
+            raise  # not an error: the caller asks Orthanc in a worker thread instead
         except OrthancFSError as exc:
             raise FUSEError(report(exc, operation, self._warnings)) from None
         except OSError as exc:  # the local staging area (disk full, ...)
@@ -85,17 +88,19 @@ class OrthancOperations(pyfuse3.Operations):
             log.exception("%s failed unexpectedly", operation)
             raise FUSEError(errno.EIO) from None
 
+    async def _model(self, operation: str, fn: Callable[..., T], *args: Any,
+                     limiter: trio.CapacityLimiter | None = None) -> T:
+        """Run a model call in a worker thread, with model errors as errno."""
+        with self._errno(operation):
+            return await trio.to_thread.run_sync(functools.partial(fn, *args), limiter=limiter or self.limiter)
+
     async def _cached_or_model(self, operation: str, fn: Callable[..., T], *args: Any) -> T:
         """Answer in the loop from cached metadata when possible (no thread hop), else in a worker thread."""
         try:
-            with self.tree.index.cache.peeking():
+            with self._errno(operation), self.tree.index.cache.peeking():
                 return fn(*args)
         except NotCached:
             return await self._model(operation, fn, *args)
-        except OrthancFSError as exc:
-            raise FUSEError(report(exc, operation, self._warnings)) from None
-        except OSError as exc:
-            raise FUSEError(exc.errno or errno.EIO) from None
 
     def _node(self, inode: int) -> Node:
         node = self.inodes.node(inode)
@@ -145,8 +150,8 @@ class OrthancOperations(pyfuse3.Operations):
 
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         node = self._node(inode)
-        if node.view == UPLOADS:
-            node = await self._model("getattr", self.tree.refresh, node)
+        if node.view == UPLOADS:  # a local lstat: answered in the loop, like uploads/ lookups
+            node = await self._cached_or_model("getattr", self.tree.refresh, node)
             self.inodes.update(inode, node)
         return self._attributes(node, inode)
 

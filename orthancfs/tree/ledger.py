@@ -61,6 +61,10 @@ class Ledger:
             if moved:
                 self._save()
 
+    def has_records(self) -> bool:
+        with self._lock:
+            return bool(self._records)
+
     def items(self) -> list[tuple[str, dict[str, Any]]]:
         with self._lock:
             return sorted(self._records.items())

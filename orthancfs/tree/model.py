@@ -174,18 +174,18 @@ class Tree:
         return self.uploads.mkdir(parent, name, mode)
 
     def unlink(self, parent: Node, name: str) -> None:
-        if parent.view == UPLOADS:
-            self._check_upload(parent)
-            self.uploads.unlink(parent, name)
-        else:
-            self._delete(parent, name, folder=False)
+        self._remove(parent, name, folder=False)
 
     def rmdir(self, parent: Node, name: str) -> None:
-        if parent.view == UPLOADS:
-            self._check_upload(parent)
-            self.uploads.rmdir(parent, name)
-        else:
-            self._delete(parent, name, folder=True)
+        self._remove(parent, name, folder=True)
+
+    def _remove(self, parent: Node, name: str, folder: bool) -> None:
+        """In uploads/ a local file or folder goes; in the views, the Orthanc resource behind it."""
+        if parent.view != UPLOADS:
+            self._delete(parent, name, folder)
+            return
+        self._check_upload(parent)
+        (self.uploads.rmdir if folder else self.uploads.unlink)(parent, name)
 
     def _delete(self, parent: Node, name: str, folder: bool) -> None:
         """Delete the Orthanc resource behind `name`: an instance, or a whole series/study/patient."""

@@ -116,12 +116,12 @@ class UploadArea:
                 children[name] = self.node(_join(rel, name))
             except NotFound:  # consumed while we listed
                 continue
-        if not rel and self.ledger.items():
+        if not rel and self.ledger.has_records():
             children[REPORT_NAME] = self.report_node()
         return dict(sorted(children.items()))
 
     def lookup(self, parent: Node, name: str) -> Node:
-        if not parent.ident and name == REPORT_NAME and self.ledger.items():
+        if not parent.ident and name == REPORT_NAME and self.ledger.has_records():
             return self.report_node()
         return self.node(_join(parent.ident, name))
 
@@ -169,11 +169,20 @@ class UploadArea:
         if not replace and os.path.lexists(self.local(new)):
             raise AlreadyExists(f"uploads/{new}")
         _local_call(os.rename, self.local(old), old, self.local(new))
+        self.moved(old, new)
+
+    def moved(self, old: str, new: str, copied: bool = False) -> None:
+        """Follow a file or folder that moved (or, `copied`, was copied) from `old` to `new` in uploads/.
+
+        Reasons follow the file.  A file renamed from a temporary name to a final one is the
+        usual end of "write a temporary file, then rename it": it is sent now.  A refusal is
+        recorded with the file; a rename cannot report it any better.
+        """
         self.ledger.forget(new)
-        self.ledger.move(old, new)
-        if is_temporary(old_name) and not is_temporary(new_name) and os.path.isfile(self.local(new)):
-            # The usual end of "write a temporary file, then rename it": send it now.  A
-            # refusal is recorded with the file; a rename cannot report it any better.
+        if not copied:
+            self.ledger.move(old, new)
+        final = not is_temporary(new.rsplit("/", 1)[-1])
+        if is_temporary(old.rsplit("/", 1)[-1]) and final and os.path.isfile(self.local(new)):
             with contextlib.suppress(OrthancFSError):
                 self.finish(new)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import signal
@@ -16,7 +15,7 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 
 from ..errors import StartupError, UsageError
 from ..mount import client_settings, connect, prepare_cache_dir
-from ..orthanc import OrthancClient
+from ..orthanc import OrthancClient, is_loopback
 from ..service import notify
 from ..tree import Tree, WritePolicy
 from .access import UsersDomainController
@@ -37,15 +36,6 @@ def parse_listen(text: str) -> tuple[str, int]:
     except ValueError:
         raise UsageError(f"--listen: expected HOST:PORT, not {text!r}") from None
     return host, number
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_access_settings(host: str, users_file: str | None, allow_anonymous: bool, cert: str | None,

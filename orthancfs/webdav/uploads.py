@@ -8,7 +8,6 @@ PUT answers with the error.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import threading
@@ -23,7 +22,7 @@ from wsgidav.fs_dav_provider import FileResource, FilesystemProvider, FolderReso
 
 from ..errors import OrthancFSError
 from ..tree import Tree
-from ..tree.uploads import REPORT_NAME, is_temporary
+from ..tree.uploads import REPORT_NAME
 from .access import require
 from .errors import dav_error
 
@@ -83,8 +82,12 @@ class UploadsProvider(FilesystemProvider):
     def rel(self, file_path: str) -> str:
         return os.path.relpath(file_path, self.root_folder_path).replace(os.sep, "/")
 
+    def moved(self, source_file: str, dest_path: str, copied: bool) -> None:
+        """After wsgidav moved or copied something: the model follows (reasons, temporary names)."""
+        self.tree.uploads.moved(self.rel(source_file), self.rel(self._loc_to_file_path(dest_path)), copied)
+
     def get_resource_inst(self, path: str, environ: dict) -> Any:
-        if path.strip("/") == REPORT_NAME and self.tree.uploads.ledger.items():
+        if path.strip("/") == REPORT_NAME and self.tree.uploads.ledger.has_records():
             return Report(path, environ, self.tree)
         file_path = self._loc_to_file_path(path, environ)
         if not os.path.exists(file_path):
@@ -97,7 +100,7 @@ class UploadsProvider(FilesystemProvider):
 class UploadFolder(FolderResource):
     def get_member_names(self) -> list[str]:
         names = super().get_member_names()
-        if self.path.strip("/") == "" and self.provider.tree.uploads.ledger.items():
+        if self.path.strip("/") == "" and self.provider.tree.uploads.ledger.has_records():
             names.append(REPORT_NAME)
         return names
 
@@ -125,9 +128,8 @@ class UploadFolder(FolderResource):
 
     def move_recursive(self, dest_path: str) -> None:
         require(self.environ, "upload")
-        self.provider.tree.uploads.ledger.move(self.provider.rel(self._file_path),
-                                               self.provider.rel(self.provider._loc_to_file_path(dest_path)))
         super().move_recursive(dest_path)
+        self.provider.moved(self._file_path, dest_path, copied=False)
 
 
 class UploadFile(FileResource):
@@ -162,21 +164,12 @@ class UploadFile(FileResource):
     def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
         require(self.environ, "upload")
         super().copy_move_single(dest_path, is_move=is_move)
-        self._after_move(dest_path, is_move)
+        self.provider.moved(self._file_path, dest_path, copied=not is_move)
 
     def move_recursive(self, dest_path: str) -> None:
         require(self.environ, "upload")
         super().move_recursive(dest_path)
-        self._after_move(dest_path, True)
-
-    def _after_move(self, dest_path: str, is_move: bool) -> None:
-        uploads, target = self.provider.tree.uploads, self.provider._loc_to_file_path(dest_path)
-        if is_move:
-            uploads.ledger.move(self.provider.rel(self._file_path), self.provider.rel(target))
-        if is_temporary(os.path.basename(self._file_path)) and not is_temporary(os.path.basename(target)):
-            # "Upload to a temporary name, then MOVE": send it now (a refusal stays with the file).
-            with contextlib.suppress(OrthancFSError):
-                uploads.finish(self.provider.rel(target))
+        self.provider.moved(self._file_path, dest_path, copied=False)
 
     def get_property_names(self, *, is_allprop: bool) -> list[str]:
         names = super().get_property_names(is_allprop=is_allprop)

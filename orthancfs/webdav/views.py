@@ -7,8 +7,10 @@ the reverse mapping is taken from the parent's listing, never decoded.
 from __future__ import annotations
 
 import io
+import threading
 from typing import Any
 
+from cachetools import LRUCache
 from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 
@@ -19,6 +21,7 @@ from .access import require
 from .errors import dav_error
 from .names import windows_safe
 
+MAPPINGS_KEPT = 4096
 CONTENT_TYPES = {Kind.INSTANCE: "application/dicom", Kind.JSON: "application/json", Kind.TEXT: "text/plain"}
 
 
@@ -29,6 +32,11 @@ class ViewsProvider(DAVProvider):
         super().__init__()
         self.tree = tree
         self.windows_names = windows_names
+        # folder -> (the tree's children dict, its display mapping).  Every request walks its
+        # ancestors and PROPFIND asks for each member: the mapping is rebuilt only when the
+        # tree hands out a new listing (it memoizes its own on the same terms).
+        self._mappings: LRUCache = LRUCache(MAPPINGS_KEPT)
+        self._lock = threading.Lock()
 
     def display(self, name: str) -> str:
         return windows_safe(name) if self.windows_names else name
@@ -39,7 +47,14 @@ class ViewsProvider(DAVProvider):
             children = self.tree.children(node)
         except OrthancFSError as exc:
             raise dav_error(exc) from None
-        return {self.display(name): (name, child) for name, child in children.items()}
+        with self._lock:
+            known = self._mappings.get(node.key)
+        if known is not None and known[0] is children:
+            return known[1]
+        mapping = {self.display(name): (name, child) for name, child in children.items()}
+        with self._lock:
+            self._mappings[node.key] = (children, mapping)
+        return mapping
 
     def get_resource_inst(self, path: str, environ: dict) -> Any:
         node, parent, name = self.tree.root, None, ""
