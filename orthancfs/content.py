@@ -15,6 +15,7 @@ import os
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -58,6 +59,7 @@ class Spool:
         self.started = False  # downloads start at the first read: a page-cache hit needs none
         self.failure: BaseException | None = None
         self._changed = threading.Condition()
+        self._waiters: list[tuple[int, Callable[[], None]]] = []  # (end offset, wake-up) of async readers
 
     @property
     def failed(self) -> bool:
@@ -71,24 +73,50 @@ class Spool:
                     os.pwrite(self._file.fileno(), chunk, self._arrived)
                     with self._changed:
                         self._arrived += len(chunk)
-                        self._changed.notify_all()
+                        self._wake()
         except BaseException as exc:  # noqa: BLE001 - every failure goes to the readers
             with self._changed:
                 self.failure = exc
-                self._changed.notify_all()
+                self._wake()
             return
         with self._changed:
             self._complete = True
-            self._changed.notify_all()
+            self._wake()
         log.debug("spooled instance %s (%d bytes)", self.instance_id, self._arrived)
 
     def ready_for(self, offset: int, size: int) -> bool:
         """True if a read of this range would not wait (the FUSE loop serves those itself)."""
         return self._complete or self._arrived >= offset + size
 
+    def when_ready(self, offset: int, size: int, wake: Callable[[], None]) -> bool:
+        """Call `wake` (from the download thread) once a read of this range would not wait.
+
+        False if it would not wait already (then `wake` is never called).  This lets an event
+        loop wait for bytes without parking a thread per read: a waiting read then costs one
+        wake-up instead of two thread switches, which for 64 MiB read in 128 KiB requests was
+        most of the gap to a plain GET.
+        """
+        with self._changed:
+            if self._settled_for(offset + size):
+                return False
+            self._waiters.append((offset + size, wake))
+            return True
+
+    def _settled_for(self, end: int) -> bool:
+        return self._complete or self._arrived >= end or self.failure is not None
+
+    def _wake(self) -> None:
+        """With the lock held: wake blocked and async readers whose bytes are here."""
+        self._changed.notify_all()
+        if self._waiters:
+            due = [wake for end, wake in self._waiters if self._settled_for(end)]
+            self._waiters = [(end, wake) for end, wake in self._waiters if not self._settled_for(end)]
+            for wake in due:
+                wake()
+
     def read(self, offset: int, size: int) -> bytes:
         with self._changed:
-            while not (self._complete or self._arrived >= offset + size or self.failure):
+            while not self._settled_for(offset + size):
                 self._changed.wait()
             if self.failure is not None and self._arrived < offset + size:
                 raise self.failure
@@ -107,6 +135,11 @@ class SpoolHandle:
 
     def ready_for(self, offset: int, size: int) -> bool:
         return self.spool.ready_for(offset, size)
+
+    def when_ready(self, offset: int, size: int, wake: Callable[[], None]) -> bool:
+        """See Spool.when_ready; starts the download if need be."""
+        self._store.start(self.spool)
+        return self.spool.when_ready(offset, size, wake)
 
     def read(self, offset: int, size: int) -> bytes:
         self._store.start(self.spool)

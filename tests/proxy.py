@@ -10,16 +10,22 @@ import contextlib
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 
 from orthancfs.demo.server import free_port
 
 
 class Proxy:
-    """Forwards 127.0.0.1:port to an upstream port, wrapping the client side in TLS if given a context."""
+    """Forwards 127.0.0.1:port to an upstream port, wrapping the client side in TLS if given a context.
+
+    `cut_after`: if set, each connection is dropped once it has carried that many
+    bytes from upstream (a network that fails in the middle of a download).
+    """
 
     def __init__(self, upstream_port: int, tls: ssl.SSLContext | None = None):
         self.upstream_port = upstream_port
         self.tls = tls
+        self.cut_after: int | None = None
         self.port = free_port()
         self._listener = socket.create_server(("127.0.0.1", self.port))
         self._closed = threading.Event()
@@ -41,7 +47,7 @@ class Proxy:
         except OSError:  # a failed handshake is the client's business (that is what we test)
             client.close()
             return
-        threading.Thread(target=_pump, args=(upstream, client), daemon=True).start()
+        threading.Thread(target=_pump, args=(upstream, client, lambda: self.cut_after), daemon=True).start()
         _pump(client, upstream)
 
     def close(self) -> None:
@@ -49,10 +55,16 @@ class Proxy:
         self._listener.close()
 
 
-def _pump(source: socket.socket, target: socket.socket) -> None:
+def _pump(source: socket.socket, target: socket.socket, limit: Callable[[], int | None] = lambda: None) -> None:
+    """Copy until either side closes, or until `limit()` bytes went through (read as we go)."""
+    carried = 0
     try:
         while data := source.recv(65536):
+            if (cut := limit()) is not None and carried + len(data) > cut:
+                target.sendall(data[: max(cut - carried, 0)])
+                break  # and drop both sides, mid-answer
             target.sendall(data)
+            carried += len(data)
     except OSError:
         pass
     finally:

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 from pydicom.uid import generate_uid
 
-from orthancfs.demo.samples import make_dicom, series
+from orthancfs.demo.samples import Spec, make_dicom, series
 from orthancfs.demo.server import OrthancServer
 
 from .conftest import mounted
 from .helpers import wait_for
+from .proxy import Proxy
 
 TIMEOUT = 3.0  # the mount's --timeout for these tests
 SLACK = 3.0  # process scheduling, retries' backoff, kernel round trips
@@ -90,3 +91,27 @@ def test_warnings_are_rate_limited(server: OrthancServer, tmp_path: Path) -> Non
                 os.listdir(mnt / "by-patients")
     log = context.process.log()
     assert log.count("WARNING") == 1 and "is unavailable" in log, log
+
+
+def test_a_download_cut_midway_is_eio_then_retried(server: OrthancServer, tmp_path: Path) -> None:
+    """The connection drops in the middle of a file: readers waiting for its bytes get EIO, the next open retries."""
+    big = make_dicom(Spec("F2", "Cut^Midway", generate_uid(), generate_uid(), frames=16, rows=256, columns=256))
+    with server.client() as client:
+        client.upload(big)
+    proxy = Proxy(server.port)
+    try:
+        with mounted(f"http://127.0.0.1:{proxy.port}", tmp_path, "--timeout", str(TIMEOUT),
+                     expect_warnings=True) as mnt:
+            [path] = (mnt / "by-patients").glob("F2 - */*/*/*.dcm")
+            proxy.cut_after = len(big) // 2  # from now on, connections drop after this many bytes
+            started = time.monotonic()
+            with open(path, "rb") as file:
+                assert file.read(4096)[128:132] == b"DICM"  # what arrived is served
+                with pytest.raises(OSError) as caught:
+                    file.read()
+            assert caught.value.errno == errno.EIO
+            assert time.monotonic() - started < TIMEOUT + SLACK
+            proxy.cut_after = None
+            assert path.read_bytes() == big  # a failed download is not kept: this open fetched it again
+    finally:
+        proxy.close()

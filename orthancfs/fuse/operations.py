@@ -7,6 +7,7 @@ may leave a handler (pyfuse3's contract).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import itertools
@@ -213,8 +214,9 @@ class OrthancOperations(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes:
         content = self._files[fh]
         if isinstance(content, SpoolHandle) and not content.ready_for(off, size):
-            return await self._model("read", content.read, off, size)  # bytes still on their way
-        return _local_io(content.read, off, size)  # a local pread: cheap enough for the loop
+            await _arrival(content, off, size)  # bytes still on their way: wait in the loop, no thread
+        with self._errno("read"):  # a failed download says why here
+            return content.read(off, size)  # a local pread: cheap enough for the loop
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         content = self._files[fh]
@@ -315,6 +317,19 @@ class OrthancOperations(pyfuse3.Operations):
 
     async def link(self, inode, new_parent_inode, new_name, ctx):  # noqa: ANN001
         raise FUSEError(errno.EPERM)
+
+
+async def _arrival(content: SpoolHandle, offset: int, size: int) -> None:
+    """Wait until the download has the bytes of this read (or has failed: the read then says so)."""
+    arrived = trio.Event()
+    token = trio.lowlevel.current_trio_token()
+
+    def wake() -> None:  # called in the download thread
+        with contextlib.suppress(trio.RunFinishedError):  # unmounted meanwhile: nobody to wake
+            token.run_sync_soon(arrived.set)
+
+    if content.when_ready(offset, size, wake):
+        await arrived.wait()
 
 
 def _local_io(function: Callable[..., T], *args: Any) -> T:
