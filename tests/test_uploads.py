@@ -10,11 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 
 from orthancfs.demo.server import OrthancServer
 from orthancfs.errors import UploadRejected
 from orthancfs.orthanc import OrthancClient
-from orthancfs.tree.ingest import Ingester, ZipLimits
+from orthancfs.tree.ingest import HEAD_BYTES, FileType, Ingester, ZipLimits, classify, media_storage_sop_class
 
 from . import uploads_data as data
 from .conftest import mounted
@@ -279,3 +280,31 @@ def test_archives_with_absurd_entry_counts_are_refused_unopened(orthanc: Orthanc
     outcome = Ingester(orthanc, str(tmp_path), ZipLimits(max_entries=10)).ingest(str(archive))
     assert not outcome.consumed and "11 entries, more than the 10 allowed" in outcome.reason
     assert isinstance(outcome.error, UploadRejected) and outcome.entries == []
+
+
+def test_the_meta_header_is_read_as_pydicom_reads_it(tmp_path: Path) -> None:
+    """Our quick (0002,0002) reader agrees with pydicom, and gives up (None) on a cut-off header."""
+    data.write_cd(tmp_path / "cd", 2)
+    files = [p for p in (tmp_path / "cd").rglob("*") if p.is_file() and p.read_bytes()[128:132] == b"DICM"]
+    assert {p.name for p in files} >= {"DICOMDIR"} and len(files) == 3
+    for path in files:
+        head = path.read_bytes()[:HEAD_BYTES]
+        assert media_storage_sop_class(head) == str(dcmread(path).file_meta.MediaStorageSOPClassUID)
+        assert classify(str(path)) is (FileType.DICOMDIR if path.name == "DICOMDIR" else FileType.DICOM)
+        assert media_storage_sop_class(head[:150]) is None
+
+
+def test_a_swept_folder_is_gone_for_the_kernel_too(server: OrthancServer, orthanc: OrthancClient,
+                                                   tmp_path: Path) -> None:
+    """Folders of uploads/ are cached by the kernel; when the sweep removes one, its name is taken back at once."""
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for n, instance in enumerate(data.instances(3, "SW1")):
+        (folder / f"{n}.dcm").write_bytes(instance)
+    with mounted(server.url, tmp_path) as mnt:  # names cached for 10 s by default
+        assert cp("-r", folder, mnt / "uploads").returncode == 0
+        assert (mnt / "uploads/series").is_dir()  # the kernel now holds the name
+        wait_for(lambda: uploads_empty(mnt), 30, "the emptied folder to be swept")
+        wait_for(lambda: not (mnt / "uploads/series").exists(), 1.0, "the kernel to forget the swept folder")
+        assert cp("-r", folder, mnt / "uploads").returncode == 0  # the same copy again, at once
+    assert count(orthanc) == 3

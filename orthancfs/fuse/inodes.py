@@ -29,6 +29,10 @@ class InodeTable:
     def node(self, inode: int) -> Node | None:
         return self._nodes.get(inode)
 
+    def inode_of(self, key: NodeKey) -> int | None:
+        """The inode the kernel knows `key` by, if it knows it."""
+        return self._inodes.get(key)
+
     def count(self, inode: int) -> int:
         return self._counts.get(inode, 0)
 

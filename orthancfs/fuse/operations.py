@@ -29,7 +29,8 @@ from ..content import Content, SpoolHandle
 from ..errors import OrthancFSError
 from ..tree import Kind, Node, Tree
 from ..tree.naming import MAX_NAME_BYTES
-from ..tree.uploads import STATUS_XATTR, UPLOADS, UploadHandle
+from ..tree.nodes import Role
+from ..tree.uploads import STATUS_XATTR, UPLOADS, UploadHandle, upload_root
 from .errors import WarningLimiter, report
 from .inodes import InodeTable
 
@@ -72,6 +73,7 @@ class OrthancOperations(pyfuse3.Operations):
         self._files: dict[int, Content | UploadHandle] = {}
         self._warnings = WarningLimiter()
         self._sending: dict[int, str] = {}  # handle -> uploads/ path, while it is sent to Orthanc
+        tree.uploads.on_removed = self._forget_upload_folder
 
     @contextmanager
     def _errno(self, operation: str) -> Iterator[None]:
@@ -112,8 +114,11 @@ class OrthancOperations(pyfuse3.Operations):
     def _attributes(self, node: Node, inode: int) -> pyfuse3.EntryAttributes:
         attr = pyfuse3.EntryAttributes()
         attr.st_ino = inode
-        # uploads/ is local and changes under the writer's hands: never let the kernel guess.
-        timeout = 0.0 if node.view == UPLOADS else self.settings.cache_timeout
+        # Files in uploads/ change under the writer's hands (sent, then gone): never let the
+        # kernel guess.  Its folders change only through this mount, or by the sweep of emptied
+        # folders, which takes their names back (_forget_upload_folder); caching them saves
+        # `cp -r` five of its eleven requests per file.
+        timeout = 0.0 if node.view == UPLOADS and not node.is_dir else self.settings.cache_timeout
         attr.entry_timeout = attr.attr_timeout = timeout
         writable = self.tree.writable(node)
         if writable and node.mode is not None:
@@ -128,6 +133,14 @@ class OrthancOperations(pyfuse3.Operations):
         attr.st_blocks = math.ceil(node.size / 512)
         attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = node.mtime_ns
         return attr
+
+    def _forget_upload_folder(self, rel: str) -> None:
+        """The model removed uploads/`rel` (an emptied folder): the kernel must not trust that name any more."""
+        parent_rel, _, name = rel.rpartition("/")
+        parent_key = (UPLOADS, Role.UPLOAD_DIR, parent_rel) if parent_rel else upload_root().key
+        parent_inode = self.inodes.inode_of(parent_key)
+        if parent_inode is not None:  # the kernel never saw the parent: it has no name to forget
+            pyfuse3.invalidate_entry_async(parent_inode, os.fsencode(name), ignore_enoent=True)
 
     def _name(self, name: bytes) -> str:
         """A name the kernel gave us, as text; names that cannot be ours are refused."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import struct
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from ..orthanc import OrthancClient
 log = logging.getLogger(__name__)
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+HEAD_BYTES = 4096  # the preamble, DICM and, nearly always, the whole file meta group
+LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 COPY_CHUNK = 1 << 20
 
 
@@ -38,14 +41,44 @@ class FileType(enum.Enum):
 
 def classify(path: str) -> FileType:
     with open(path, "rb") as file:
-        head = file.read(132)
+        head = file.read(HEAD_BYTES)
     if not head:
         return FileType.EMPTY
     if head[128:132] == b"DICM":
-        return FileType.DICOMDIR if _is_dicomdir(path) else FileType.DICOM
+        sop_class = media_storage_sop_class(head)
+        if sop_class is None:  # a meta header longer than what we read (rare): let pydicom parse it
+            return FileType.DICOMDIR if _is_dicomdir(path) else FileType.DICOM
+        return FileType.DICOMDIR if sop_class == DICOMDIR_SOP_CLASS else FileType.DICOM
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06") and zipfile.is_zipfile(path):
         return FileType.ZIP
     return FileType.OTHER
+
+
+def media_storage_sop_class(head: bytes) -> str | None:
+    """(0002,0002) from the file meta group at the start of a Part-10 file, "" if absent, None if cut off.
+
+    Parsed here rather than by pydicom, which took half a millisecond per file: a fifth of
+    the time an upload spends in orthancfs besides the POST itself.
+    The meta group is always explicit VR little endian (PS3.10 7.1).
+    """
+    position = 132
+    while position + 8 <= len(head):
+        group, element = struct.unpack_from("<HH", head, position)
+        if group != 0x0002:
+            return ""  # past the meta group
+        vr = head[position + 4 : position + 6]
+        if vr in LONG_VRS:
+            if position + 12 > len(head):
+                return None
+            (length,), start = struct.unpack_from("<I", head, position + 8), position + 12
+        else:
+            (length,), start = struct.unpack_from("<H", head, position + 6), position + 8
+        if element == 0x0002:
+            if start + length > len(head):
+                return None
+            return head[start : start + length].rstrip(b"\0 ").decode("ascii", "replace")
+        position = start + length
+    return None
 
 
 def _is_dicomdir(path: str) -> bool:

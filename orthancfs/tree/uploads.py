@@ -79,6 +79,9 @@ class UploadArea:
         self.ingester = ingester
         self.on_stored = on_stored
         self._emptied: set[str] = set()  # folders that ingestion emptied: removed once idle
+        # Told of each folder the sweep removes, so a frontend that lets its clients cache
+        # folders (FUSE) can take the stale name back.
+        self.on_removed: Callable[[str], None] = lambda rel: None
         self._lock = threading.Lock()
         self._adopt_leftovers()
 
@@ -261,6 +264,7 @@ class UploadArea:
             except OSError:
                 return
             self.ledger.forget(rel)
+            self.on_removed(rel)
             rel = rel.rsplit("/", 1)[0] if "/" in rel else ""
 
     # --- reasons ------------------------------------------------------------------------
