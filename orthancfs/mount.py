@@ -130,6 +130,7 @@ def serve(ops: OrthancOperations, mountpoint: str, source: str, ready_callbacks:
     try:
         trio.run(_serve, ops, list(ready_callbacks), on_ready)
     finally:
+        ops.close()
         pyfuse3.close(unmount=True)
         log.info("unmounted %s", mountpoint)
 

@@ -33,6 +33,7 @@ from ..tree.nodes import Role
 from ..tree.uploads import STATUS_XATTR, UPLOADS, UploadHandle, upload_root
 from .errors import WarningLimiter, report
 from .inodes import InodeTable
+from .notify import KernelNotifier
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class OrthancOperations(pyfuse3.Operations):
         self._files: dict[int, Content | UploadHandle] = {}
         self._warnings = WarningLimiter()
         self._sending: dict[int, str] = {}  # handle -> uploads/ path, while it is sent to Orthanc
+        self.notifier = KernelNotifier()
         tree.uploads.on_removed = self._forget_upload_folder
 
     @contextmanager
@@ -140,7 +142,11 @@ class OrthancOperations(pyfuse3.Operations):
         parent_key = (UPLOADS, Role.UPLOAD_DIR, parent_rel) if parent_rel else upload_root().key
         parent_inode = self.inodes.inode_of(parent_key)
         if parent_inode is not None:  # the kernel never saw the parent: it has no name to forget
-            pyfuse3.invalidate_entry_async(parent_inode, os.fsencode(name), ignore_enoent=True)
+            self.notifier.forget_entry(parent_inode, os.fsencode(name))
+
+    def close(self) -> None:
+        """Before the FUSE session closes."""
+        self.notifier.close()
 
     def _name(self, name: bytes) -> str:
         """A name the kernel gave us, as text; names that cannot be ours are refused."""
