@@ -161,10 +161,16 @@ class Bench:
                         self.peak_rss = max(self.peak_rss, mount.peak_rss_mib())
                 finally:
                     mount.close()
-        base = [baseline() for _ in range(self.runs)] if baseline else results.get("rclone", [])
+        base = [self._cold(baseline) for _ in range(self.runs)] if baseline else results.get("rclone", [])
         self.rows.append((name, baseline_name, results["orthancfs"], base, requests_sent))
         print(f"  {name}: orthancfs {statistics.median(results['orthancfs']):.3f}s, "
               f"{baseline_name} {statistics.median(base):.3f}s" if base else "", flush=True)
+
+    @staticmethod
+    def _cold(baseline: Callable[[], float]) -> float:
+        """A baseline run under the same conditions as ours: Orthanc's storage out of the page cache too."""
+        drop_caches()
+        return baseline()
 
     def table(self) -> str:
         lines = ["| operation | orthancfs | baseline | baseline time | ratio (baseline / orthancfs) | "
@@ -242,18 +248,29 @@ def measure_uploads(bench: Bench, work: Path, count: int) -> None:
         study, series_uid = generate_uid(), generate_uid()
         return [make_dicom(Spec("UPLOAD", "Up^Load", study, series_uid, instance_number=n)) for n in range(count)]
 
-    def copy_in(mount: Path) -> float:
-        folder = Path(tempfile.mkdtemp(dir=work))
+    def folders_of_new_files(writers: int) -> list[Path]:
+        folders = [Path(tempfile.mkdtemp(dir=work)) for _ in range(writers)]
         for n, data in enumerate(new_files()):
-            (folder / f"{n}.dcm").write_bytes(data)
-        return timed(["cp", "-r", str(folder), str(mount / "uploads")])
+            (folders[n % writers] / f"{n}.dcm").write_bytes(data)
+        return folders
 
-    bench.measure(f"{count} small files copied into uploads/", f"{count} parallel POSTs", copy_in,
-                  lambda: post_all(bench.server.url, new_files()), kinds=("orthancfs",))
+    def copy_in(mount: Path, writers: int = 1) -> float:
+        copies = [["cp", "-r", str(folder), str(mount / "uploads")] for folder in folders_of_new_files(writers)]
+        started = time.perf_counter()
+        for process in [subprocess.Popen(copy) for copy in copies]:
+            if process.wait() != 0:
+                raise RuntimeError("cp into uploads/ failed")
+        return time.perf_counter() - started
+
+    parallel_posts = lambda: post_all(bench.server.url, new_files())  # noqa: E731
+    bench.measure(f"{count} small files, one `cp -r` into uploads/", f"{count} parallel POSTs", copy_in,
+                  parallel_posts, kinds=("orthancfs",))
     # `cp` writes one file after the other, and each close() waits for Orthanc's answer (so that a
     # refusal reaches the writer): the fair ceiling for a single writer is sequential POSTs.
-    bench.measure(f"{count} small files copied into uploads/", f"{count} sequential POSTs", copy_in,
+    bench.measure(f"{count} small files, one `cp -r` into uploads/", f"{count} sequential POSTs", copy_in,
                   lambda: post_all(bench.server.url, new_files(), threads=1), kinds=("orthancfs",))
+    bench.measure(f"{count} small files, 4 `cp -r` at once into uploads/", f"{count} parallel POSTs",
+                  lambda mount: copy_in(mount, writers=4), parallel_posts, kinds=("orthancfs",))
 
 
 def measure_large(bench: Bench, server: OrthancServer, work: Path) -> None:

@@ -28,6 +28,7 @@ class MetadataCache:
         self._inflight: dict[Hashable, Future] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
+        self._generation = 0  # raised by every invalidation
 
     @contextmanager
     def peeking(self) -> Iterator[None]:
@@ -57,6 +58,7 @@ class MetadataCache:
         return self._compute(key, compute, future)
 
     def _compute(self, key: Hashable, compute: Callable[[], Any], future: Future) -> Any:
+        generation = self._generation
         try:
             value = compute()
         except BaseException as exc:
@@ -66,7 +68,9 @@ class MetadataCache:
             raise
         with self._lock:
             del self._inflight[key]
-            if self._store is not None:
+            # An answer that was on its way while the mount changed Orthanc may predate the
+            # change: its waiters get it, the cache does not keep it.
+            if self._store is not None and generation == self._generation:
                 self._store[key] = value
         future.set_result(value)
         return value
@@ -79,6 +83,7 @@ class MetadataCache:
     def invalidate(self, key: Hashable | None = None) -> None:
         """Forget one key, or everything."""
         with self._lock:
+            self._generation += 1
             if self._store is None:
                 return
             if key is None:

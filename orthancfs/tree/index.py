@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -34,6 +35,7 @@ CHILD_ROUTES = {
     "series": "/series/{}/instances",
 }
 CHILD_LEVEL = {"patients": "studies", "studies": "series", "series": "instances"}
+CHILD_IDS = {"patients": "Studies", "studies": "Series", "series": "Instances"}  # in each expanded item
 PARENT_KEY = {"studies": "ParentPatient", "series": "ParentStudy", "instances": "ParentSeries"}
 
 
@@ -61,6 +63,7 @@ class OrthancIndex:
         self.bulk_limit = bulk_limit
         self._pages = ThreadPoolExecutor(PARALLEL_PAGES, thread_name_prefix="orthancfs-pages")
         self._prefetch = ThreadPoolExecutor(len(LEVELS), thread_name_prefix="orthancfs-prefetch")
+        self._arriving: dict[str, dict[str, dict[str, Any]]] = {}  # level -> items by ID, while its list loads
 
     def close(self) -> None:
         self._pages.shutdown(wait=False, cancel_futures=True)
@@ -75,9 +78,11 @@ class OrthancIndex:
     def children(self, level: str, orthanc_id: str) -> list[dict[str, Any]]:
         """The expanded children of a patient, study or series (complete).
 
-        From the bulk lists once they are loaded; until then from the folder's own
-        child route (one small request), while the bulk lists load in the
-        background: a single `ls` stays as fast as one request, a walk soon costs none.
+        From the bulk lists once they are loaded; until then from the pages of the
+        child list that have arrived, if they hold every child the parent names; else
+        from the folder's own child route (one small request), while the bulk lists
+        load in the background: a single `ls` stays as fast as one request, and a walk
+        follows the pages as they come instead of asking folder by folder.
         """
         if self._bulk():
             parents, children = self.cache.peek(("all", level)), self.cache.peek(("all", CHILD_LEVEL[level]))
@@ -86,8 +91,26 @@ class OrthancIndex:
                     raise NotFound(f"/{level}/{orthanc_id}")
                 return children.by_parent.get(orthanc_id) or children.none
             self._prefetch.submit(self._quietly, CHILD_LEVEL[level])
+            arrived = self._arrived_children(parents, level, orthanc_id)
+            if arrived is not None:
+                return arrived
         route = CHILD_ROUTES[level].format(orthanc_id)
         return self.cache.get(route, lambda: self.client.get_json(route))
+
+    def _arrived_children(self, parents: Level | None, level: str, orthanc_id: str) -> list[dict[str, Any]] | None:
+        """The children of one resource from a child list still loading, or None unless all have arrived.
+
+        The parent's own expanded item names its children (Studies, Series, Instances), so
+        completeness is known without waiting for the whole list.
+        """
+        arriving = self._arriving.get(CHILD_LEVEL[level])
+        parent = parents.by_id.get(orthanc_id) if parents is not None else None
+        if arriving is None or parent is None:
+            return None
+        try:
+            return [arriving[child] for child in parent.get(CHILD_IDS[level], ())]
+        except KeyError:
+            return None
 
     def document(self, level: str, orthanc_id: str) -> bytes:
         """`GET /{level}/{id}` rendered the way study.json/series.json show it."""
@@ -113,10 +136,21 @@ class OrthancIndex:
 
     def _load_level(self, level: str) -> Level:
         if self._bulk():  # whoever reads one level will walk down: start loading the deeper ones now
-            for deeper in LEVELS[LEVELS.index(level) + 1:]:
-                if self.cache.peek(("all", deeper)) is None:
-                    self._prefetch.submit(self._quietly, deeper)
-        return Level(self._all(f"/{level}", self._expected(level)), PARENT_KEY.get(level))
+            self._prefetch.submit(self._load_deeper, level)
+        arriving = self._arriving[level] = {}
+        try:
+            items = self._all(f"/{level}", self._expected(level), on_page=lambda page: arriving.update(
+                (item["ID"], item) for item in page))
+        finally:
+            if self._arriving.get(level) is arriving:
+                del self._arriving[level]
+        return Level(items, PARENT_KEY.get(level))
+
+    def _load_deeper(self, level: str) -> None:
+        """Load the levels below `level`, top down: a level's items name their children, so
+        listings can use the next level's pages as they arrive (see children())."""
+        for deeper in LEVELS[LEVELS.index(level) + 1:]:
+            self._quietly(deeper)
 
     def _quietly(self, level: str) -> None:
         # The cache keeps the answer (or nothing): a failure here is met again by the reader.
@@ -129,14 +163,18 @@ class OrthancIndex:
         except Exception:  # noqa: BLE001 - only a hint for paging
             return 0
 
-    def _all(self, route: str, expected: int = 0) -> list[dict[str, Any]]:
+    def _all(self, route: str, expected: int = 0,
+             on_page: Callable[[list[dict[str, Any]]], None] = lambda page: None) -> list[dict[str, Any]]:
         """Every resource of a level, page by page, so no server limit can truncate it.
 
         The pages that `expected` (from /statistics) predicts are fetched at once; then
         page after page until a short one, so a level that grew meanwhile is still complete.
+        `on_page` sees each page as it arrives (in any order).
         """
         def page(since: int) -> list[dict[str, Any]]:
-            return self.client.get_json(route, params={"expand": "", "since": since, "limit": self.page_size})
+            found = self.client.get_json(route, params={"expand": "", "since": since, "limit": self.page_size})
+            on_page(found)
+            return found
 
         items: list[dict[str, Any]] = []
         predicted = range(0, expected, self.page_size)

@@ -257,4 +257,10 @@ def _child(parent: Node, name: str) -> str:
 
 
 def _same_sources(old: views.Sources, new: views.Sources) -> bool:
-    return len(old) == len(new) and all(a is b for a, b in zip(old, new, strict=True))
+    """Whether a listing computed from `old` holds for `new`.
+
+    Usually the very same objects.  Equal ones count too: a folder first listed from a
+    bulk list still loading gets a list of the same item objects once it has loaded
+    (comparing them is a pointer check per item, recomputing the names is not).
+    """
+    return len(old) == len(new) and all(a is b or a == b for a, b in zip(old, new, strict=True))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 MAX_NAME_BYTES = 255  # NAME_MAX on Linux, counted in UTF-8 bytes
 REPLACEMENT = "_"
@@ -47,14 +47,18 @@ def cap_utf8(text: str, limit: int) -> str:
 
 def numbered(stem: str, number: int, extension: str = "") -> str:
     """`stem (number)extension`, the whole capped at MAX_NAME_BYTES."""
+    if not number and len(stem) + len(extension) <= MAX_NAME_BYTES // 4:  # 4 bytes a character at most
+        return stem + extension  # the usual case, and the hot one: no encoding needed
     suffix = f" ({number})" if number else ""
     room = MAX_NAME_BYTES - len(suffix.encode()) - len(extension.encode())
     return cap_utf8(stem, room) + suffix + extension
 
 
-@dataclass(frozen=True)
-class Wanted:
-    """The name a resource would like: its stem and extension, before disambiguation."""
+class Wanted(NamedTuple):
+    """The name a resource would like: its stem and extension, before disambiguation.
+
+    A named tuple, not a dataclass: one is made per entry of every listing.
+    """
 
     resource: str
     stem: str
@@ -82,9 +86,15 @@ class NameAssigner:
             if present.get(resource) == w
         }
         taken = {name for _, name in kept.values()}
-        newcomers = sorted((w for w in wanted if w.resource not in kept), key=lambda w: (w.stem, w.resource))
-        for w in newcomers:
-            kept[w.resource] = (w, _first_free(w, taken))
+        newcomers = [w for w in wanted if w.resource not in kept]
+        plain = [numbered(w.stem, 0, w.extension) for w in newcomers]
+        if len(set(plain)) == len(plain) and taken.isdisjoint(plain):
+            # No clash (the usual case: instances are named by ID): everyone gets the plain
+            # name, as the numbering below would give them, without sorting.
+            kept.update((w.resource, (w, name)) for w, name in zip(newcomers, plain, strict=True))
+        else:
+            for w in sorted(newcomers, key=lambda w: (w.stem, w.resource)):
+                kept[w.resource] = (w, _first_free(w, taken))
         self._given = kept
         return {resource: name for resource, (_, name) in kept.items()}
 

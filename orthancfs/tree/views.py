@@ -8,6 +8,7 @@ nodes (pure, so it can be memoized on the identity of its sources).
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -181,6 +182,11 @@ def study_year_month(date: str) -> tuple[str, str] | None:
 def last_update_ns(resource: dict) -> int:
     """Orthanc's `LastUpdate` (UTC, `20201109T123456`) in nanoseconds; 0 when absent or odd."""
     text = resource.get("LastUpdate", "")
+    return _parse_last_update(text) if isinstance(text, str) else 0
+
+
+@functools.lru_cache(maxsize=4096)  # strptime is slow, and resources stored together share the second
+def _parse_last_update(text: str) -> int:
     try:
         return calendar.timegm(time.strptime(text, "%Y%m%dT%H%M%S")) * 1_000_000_000
     except (TypeError, ValueError):
