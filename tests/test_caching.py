@@ -9,6 +9,7 @@ from pathlib import Path
 from orthancfs.content import ContentStore
 from orthancfs.demo.server import OrthancServer
 from orthancfs.tree import Tree
+from orthancfs.tree.index import arrived_children
 
 from . import uploads_data as data
 from .conftest import LoadedOrthanc, mounted
@@ -34,8 +35,25 @@ def snapshot(tree: Tree) -> dict[str, tuple[int, bytes | None]]:
 def test_bulk_listings_equal_folder_by_folder_listings(orthanc: LoadedOrthanc, tmp_path: Path) -> None:
     bulk = Tree(orthanc.client, tmp_path / "a", metadata_ttl=60)
     folder_by_folder = Tree(orthanc.client, tmp_path / "b", metadata_ttl=60, bulk_limit=0)
+    # Pages of three: the walk runs while the bulk lists arrive, so many folders are
+    # listed from partly loaded lists.
+    while_loading = Tree(orthanc.client, tmp_path / "c", metadata_ttl=60, page_size=3)
     assert bulk.index._bulk() and not folder_by_folder.index._bulk()
-    assert snapshot(bulk) == snapshot(folder_by_folder)
+    expected = snapshot(folder_by_folder)
+    assert snapshot(bulk) == expected
+    assert snapshot(while_loading) == expected
+
+
+def test_a_folder_is_listed_from_arrived_pages_only_when_they_hold_all_its_children(
+        orthanc: LoadedOrthanc) -> None:
+    [series] = [s for s in orthanc.client.get_json("/series", {"expand": ""}) if len(s["Instances"]) > 1][:1]
+    instances = orthanc.client.get_json(f"/series/{series['ID']}/instances")
+    arriving = {i["ID"]: i for i in instances[1:]}  # all but one have arrived
+    assert arrived_children(series, "Instances", arriving) is None
+    arriving[instances[0]["ID"]] = instances[0]
+    listed = arrived_children(series, "Instances", arriving)
+    assert listed is not None and sorted(i["ID"] for i in listed) == sorted(i["ID"] for i in instances)
+    assert arrived_children({"ID": "empty"}, "Instances", arriving) == []
 
 
 def test_stale_listings_expire_within_the_ttl(tmp_path: Path) -> None:

@@ -107,10 +107,7 @@ class OrthancIndex:
         parent = parents.by_id.get(orthanc_id) if parents is not None else None
         if arriving is None or parent is None:
             return None
-        try:
-            return [arriving[child] for child in parent.get(CHILD_IDS[level], ())]
-        except KeyError:
-            return None
+        return arrived_children(parent, CHILD_IDS[level], arriving)
 
     def document(self, level: str, orthanc_id: str) -> bytes:
         """`GET /{level}/{id}` rendered the way study.json/series.json show it."""
@@ -186,6 +183,15 @@ class OrthancIndex:
             if len(found) < self.page_size:
                 break
         return items
+
+
+def arrived_children(parent: dict[str, Any], ids_key: str,
+                     arriving: dict[str, dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The children that `parent` names under `ids_key`, if all are in `arriving`; else None."""
+    try:
+        return [arriving[child] for child in parent.get(ids_key, ())]
+    except KeyError:
+        return None
 
 
 def render_json(document: Any) -> bytes:
