@@ -161,15 +161,18 @@ class Bench:
                         self.peak_rss = max(self.peak_rss, mount.peak_rss_mib())
                 finally:
                     mount.close()
-        base = [self._cold(baseline) for _ in range(self.runs)] if baseline else results.get("rclone", [])
+        base = [self._baseline(baseline, warm) for _ in range(self.runs)] if baseline else results.get("rclone", [])
         self.rows.append((name, baseline_name, results["orthancfs"], base, requests_sent))
         print(f"  {name}: orthancfs {statistics.median(results['orthancfs']):.3f}s, "
               f"{baseline_name} {statistics.median(base):.3f}s" if base else "", flush=True)
 
     @staticmethod
-    def _cold(baseline: Callable[[], float]) -> float:
-        """A baseline run under the same conditions as ours: Orthanc's storage out of the page cache too."""
+    def _baseline(baseline: Callable[[], float], warm: bool) -> float:
+        """A baseline run under the same conditions as ours: cold (Orthanc's storage out of the page
+        cache too), or warm (after one unmeasured run)."""
         drop_caches()
+        if warm:
+            baseline()
         return baseline()
 
     def table(self) -> str:
