@@ -4,7 +4,7 @@ Two ways to list a folder's children.  Folder by folder: one request to an
 expanded child route per folder.  In bulk: every resource of the child level
 in a few paged requests, grouped by parent, so a walk of the whole tree costs
 a handful of requests instead of one per folder.  Bulk is used while the
-database is small enough to hold in memory (BULK_LIMIT instances) and caching
+database is small enough to hold in memory (BULK_LIMIT resources) and caching
 is on; each expanded item is exactly what `GET /{level}/{id}` returns, so the
 JSON documents come from the same lists.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,11 +24,20 @@ from ..errors import NotFound
 from ..orthanc import OrthancClient
 
 PAGE_SIZE = 1000
-BULK_LIMIT = 100_000  # instances; above this, folders are listed one by one
+# Resources of all levels; above this, folders are listed one by one.  Decoded expanded JSON
+# costs about 1 KB per resource: 50,000 keep peak RSS well under 250 MB.
+BULK_LIMIT = 50_000
 PARALLEL_PAGES = 4  # pages of one bulk list fetched at once (Orthanc answers them in parallel)
 COUNT_KEYS = {"patients": "CountPatients", "studies": "CountStudies", "series": "CountSeries",
               "instances": "CountInstances"}
 LEVELS = ("patients", "studies", "series", "instances")
+# What listings read of an expanded item (views.py), plus what links levels.  Above the bulk limit
+# a level is kept with only these: 100,000 patients took 97 MB as decoded JSON, and no document
+# is served from such a list (study.json / series.json are then fetched one by one).
+LISTED_KEYS = ("ID", "LastUpdate", "FileSize", "ParentPatient", "ParentStudy", "ParentSeries")
+LISTED_TAGS = ("PatientID", "PatientName", "StudyDate", "StudyDescription", "StudyInstanceUID", "Modality",
+               "SeriesDescription", "SeriesInstanceUID", "SOPInstanceUID")
+SHARED_TAGS = {"StudyDate", "StudyDescription", "Modality", "SeriesDescription"}  # values that repeat
 
 CHILD_ROUTES = {
     "patients": "/patients/{}/studies",
@@ -126,7 +136,8 @@ class OrthancIndex:
     def _bulk(self) -> bool:
         if self.cache.ttl <= 0 or self.bulk_limit <= 0:
             return False  # without a cache, bulk would reload everything for every folder
-        return int(self.statistics().get("CountInstances", 0)) <= self.bulk_limit
+        statistics = self.statistics()
+        return sum(int(statistics.get(key, 0)) for key in COUNT_KEYS.values()) <= self.bulk_limit
 
     def _level(self, level: str) -> Level:
         return self.cache.get(("all", level), lambda: self._load_level(level))
@@ -135,9 +146,15 @@ class OrthancIndex:
         if self._bulk():  # whoever reads one level will walk down: start loading the deeper ones now
             self._prefetch.submit(self._load_deeper, level)
         arriving = self._arriving[level] = {}
+        slim = not self._bulk()
+
+        def arrived(page: list[dict[str, Any]]) -> None:
+            if slim:
+                page[:] = [listed_part(item) for item in page]
+            arriving.update((item["ID"], item) for item in page)
+
         try:
-            items = self._all(f"/{level}", self._expected(level), on_page=lambda page: arriving.update(
-                (item["ID"], item) for item in page))
+            items = self._all(f"/{level}", self._expected(level), on_page=arrived)
         finally:
             if self._arriving.get(level) is arriving:
                 del self._arriving[level]
@@ -192,6 +209,22 @@ def arrived_children(parent: dict[str, Any], ids_key: str,
         return [arriving[child] for child in parent.get(ids_key, ())]
     except KeyError:
         return None
+
+
+def listed_part(item: dict[str, Any]) -> dict[str, Any]:
+    """What listings need of an expanded item; repeated values (dates, tags) shared, not copied.
+
+    Not the child ID lists: only bulk mode, where items are kept whole, lists from arriving pages.
+    """
+    slim = {key: item[key] for key in LISTED_KEYS if key in item}
+    if "LastUpdate" in slim:
+        slim["LastUpdate"] = sys.intern(slim["LastUpdate"])
+    for group in ("MainDicomTags", "PatientMainDicomTags"):
+        tags = item.get(group)
+        if tags:
+            slim[group] = {tag: sys.intern(tags[tag]) if tag in SHARED_TAGS else tags[tag]
+                           for tag in LISTED_TAGS if tags.get(tag)}
+    return slim
 
 
 def render_json(document: Any) -> bytes:

@@ -43,7 +43,7 @@ class Role(enum.StrEnum):
 NodeKey = tuple[str, Role, str]  # (view, role, identifier)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one per entry of every listing, 100,000s of them
 class Node:
     """One entry of the tree: a directory, a DICOM instance, or a JSON document."""
 
