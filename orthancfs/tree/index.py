@@ -14,9 +14,10 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import threading
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ..cache import MetadataCache
@@ -74,6 +75,8 @@ class OrthancIndex:
         self._pages = ThreadPoolExecutor(PARALLEL_PAGES, thread_name_prefix="orthancfs-pages")
         self._prefetch = ThreadPoolExecutor(len(LEVELS), thread_name_prefix="orthancfs-prefetch")
         self._arriving: dict[str, dict[str, dict[str, Any]]] = {}  # level -> items by ID, while its list loads
+        self._walk_lock = threading.Lock()
+        self._walk_prepared: Future | None = None
 
     def close(self) -> None:
         self._pages.shutdown(wait=False, cancel_futures=True)
@@ -100,7 +103,6 @@ class OrthancIndex:
                 if orthanc_id not in parents.by_id:
                     raise NotFound(f"/{level}/{orthanc_id}")
                 return children.by_parent.get(orthanc_id) or children.none
-            self._prefetch.submit(self._quietly, CHILD_LEVEL[level])
             arrived = self._arrived_children(parents, level, orthanc_id)
             if arrived is not None:
                 return arrived
@@ -142,9 +144,15 @@ class OrthancIndex:
     def _level(self, level: str) -> Level:
         return self.cache.get(("all", level), lambda: self._load_level(level))
 
+    def prepare_walk(self) -> None:
+        """A folder is being listed: in bulk mode, load the levels below patients (top down) in the background."""
+        if self._bulk() and any(self.cache.peek(("all", level)) is None for level in LEVELS[1:]):
+            with self._walk_lock:
+                if self._walk_prepared is not None and not self._walk_prepared.done():
+                    return  # loading already
+                self._walk_prepared = self._prefetch.submit(self._load_deeper, "patients")
+
     def _load_level(self, level: str) -> Level:
-        if self._bulk():  # whoever reads one level will walk down: start loading the deeper ones now
-            self._prefetch.submit(self._load_deeper, level)
         arriving = self._arriving[level] = {}
         slim = not self._bulk()
 

@@ -86,12 +86,19 @@ class Tree:
         self._assigners: LRUCache = LRUCache(MAX_REMEMBERED_DIRECTORIES)
         self._lock = threading.Lock()
 
-    def children(self, node: Node) -> dict[str, Node]:
-        """The entries of directory `node`, by name, sorted."""
+    def children(self, node: Node, listing: bool = True) -> dict[str, Node]:
+        """The entries of directory `node`, by name, sorted.
+
+        `listing`: somebody lists this folder (not just looks a name up in it); whoever lists
+        folders tends to walk down, so the bulk lists below start loading.  Opening a known
+        path does not start them (a cold read right after mounting took twice as long).
+        """
         if not node.is_dir:
             raise NotADirectory(node.name)
         if node.view == UPLOADS:
             return self.uploads.children(node)
+        if listing and node.role is not Role.ROOT:
+            self.index.prepare_walk()
         found = views.sources(self.index, node)
         with self._lock:
             listing = self._listings.get(node.key)
@@ -112,7 +119,7 @@ class Tree:
         if parent.view == UPLOADS:
             return self.uploads.lookup(parent, name)
         try:
-            return self.children(parent)[name]
+            return self.children(parent, listing=False)[name]
         except KeyError:
             raise NotFound(name) from None
 
