@@ -242,7 +242,8 @@ class OrthancOperations(pyfuse3.Operations):
         content = self._files[fh]
         if not isinstance(content, UploadHandle):
             raise FUSEError(errno.EBADF)
-        return _local_io(content.write, off, buf)
+        with self._errno("write"):  # a local pwrite: cheap enough for the loop
+            return content.write(off, buf)
 
     async def flush(self, fh: int) -> None:
         """close(): the moment an upload is sent to Orthanc, so the writer hears how it went."""
@@ -350,11 +351,3 @@ async def _arrival(content: SpoolHandle, offset: int, size: int) -> None:
 
     if content.when_ready(offset, size, wake):
         await arrived.wait()
-
-
-def _local_io(function: Callable[..., T], *args: Any) -> T:
-    """A read or write on a local file, its OSError as the same errno."""
-    try:
-        return function(*args)
-    except OSError as exc:
-        raise FUSEError(exc.errno or errno.EIO) from None

@@ -73,7 +73,7 @@ class OrthancIndex:
         self.page_size = page_size
         self.bulk_limit = bulk_limit
         self._pages = ThreadPoolExecutor(PARALLEL_PAGES, thread_name_prefix="orthancfs-pages")
-        self._prefetch = ThreadPoolExecutor(len(LEVELS), thread_name_prefix="orthancfs-prefetch")
+        self._prefetch = ThreadPoolExecutor(1, thread_name_prefix="orthancfs-prefetch")  # one walk preparation
         self._arriving: dict[str, dict[str, dict[str, Any]]] = {}  # level -> items by ID, while its list loads
         self._walk_lock = threading.Lock()
         self._walk_prepared: Future | None = None
@@ -153,16 +153,13 @@ class OrthancIndex:
                 self._walk_prepared = self._prefetch.submit(self._load_deeper, "patients")
 
     def _load_level(self, level: str) -> Level:
+        if not self._bulk():  # only the top-level lists, for listing: keep what listings read
+            return Level(self._all(f"/{level}", self._expected(level), on_page=_keep_listed_parts),
+                         PARENT_KEY.get(level))
         arriving = self._arriving[level] = {}
-        slim = not self._bulk()
-
-        def arrived(page: list[dict[str, Any]]) -> None:
-            if slim:
-                page[:] = [listed_part(item) for item in page]
-            arriving.update((item["ID"], item) for item in page)
-
         try:
-            items = self._all(f"/{level}", self._expected(level), on_page=arrived)
+            items = self._all(f"/{level}", self._expected(level),
+                              on_page=lambda page: arriving.update((item["ID"], item) for item in page))
         finally:
             if self._arriving.get(level) is arriving:
                 del self._arriving[level]
@@ -217,6 +214,10 @@ def arrived_children(parent: dict[str, Any], ids_key: str,
         return [arriving[child] for child in parent.get(ids_key, ())]
     except KeyError:
         return None
+
+
+def _keep_listed_parts(page: list[dict[str, Any]]) -> None:
+    page[:] = [listed_part(item) for item in page]
 
 
 def listed_part(item: dict[str, Any]) -> dict[str, Any]:

@@ -86,10 +86,10 @@ class Tree:
         self._assigners: LRUCache = LRUCache(MAX_REMEMBERED_DIRECTORIES)
         self._lock = threading.Lock()
 
-    def children(self, node: Node, listing: bool = True) -> dict[str, Node]:
+    def children(self, node: Node, prefetch: bool = True) -> dict[str, Node]:
         """The entries of directory `node`, by name, sorted.
 
-        `listing`: somebody lists this folder (not just looks a name up in it); whoever lists
+        `prefetch`: somebody lists this folder (not just looks a name up in it); whoever lists
         folders tends to walk down, so the bulk lists below start loading.  Opening a known
         path does not start them (a cold read right after mounting took twice as long).
         """
@@ -97,7 +97,7 @@ class Tree:
             raise NotADirectory(node.name)
         if node.view == UPLOADS:
             return self.uploads.children(node)
-        if listing and node.role is not Role.ROOT:
+        if prefetch and node.role is not Role.ROOT:
             self.index.prepare_walk()
         found = views.sources(self.index, node)
         with self._lock:
@@ -119,7 +119,7 @@ class Tree:
         if parent.view == UPLOADS:
             return self.uploads.lookup(parent, name)
         try:
-            return self.children(parent, listing=False)[name]
+            return self.children(parent, prefetch=False)[name]
         except KeyError:
             raise NotFound(name) from None
 

@@ -41,10 +41,10 @@ class ViewsProvider(DAVProvider):
     def display(self, name: str) -> str:
         return windows_safe(name) if self.windows_names else name
 
-    def listing(self, node: Node) -> dict[str, tuple[str, Node]]:
-        """display name -> (tree name, node)."""
+    def listing(self, node: Node, prefetch: bool = True) -> dict[str, tuple[str, Node]]:
+        """display name -> (tree name, node); `prefetch` as in Tree.children (False: resolving a path)."""
         try:
-            children = self.tree.children(node)
+            children = self.tree.children(node, prefetch)
         except OrthancFSError as exc:
             raise dav_error(exc) from None
         with self._lock:
@@ -59,7 +59,7 @@ class ViewsProvider(DAVProvider):
     def get_resource_inst(self, path: str, environ: dict) -> Any:
         node, parent, name = self.tree.root, None, ""
         for part in (p for p in path.strip("/").split("/") if p):
-            found = self.listing(node).get(part)
+            found = self.listing(node, prefetch=False).get(part)
             if found is None:
                 return None
             parent, (name, node) = node, found
