@@ -86,7 +86,7 @@ class Spool:
 
     def ready_for(self, offset: int, size: int) -> bool:
         """True if a read of this range would not wait (the FUSE loop serves those itself)."""
-        return self._complete or self._arrived >= offset + size
+        return self._settled_for(offset + size)
 
     def when_ready(self, offset: int, size: int, wake: Callable[[], None]) -> bool:
         """Call `wake` (from the download thread) once a read of this range would not wait.
