@@ -121,7 +121,8 @@ class OrthancOperations(pyfuse3.Operations):
         # folders, which takes their names back (_forget_upload_folder); caching them saves
         # `cp -r` five of its eleven requests per file.
         timeout = 0.0 if node.view == UPLOADS and not node.is_dir else self.settings.cache_timeout
-        attr.entry_timeout = attr.attr_timeout = timeout
+        attr.entry_timeout = timeout
+        attr.attr_timeout = self.settings.cache_timeout if node.kind is Kind.UPLOAD else timeout
         writable = self.tree.writable(node)
         if writable and node.mode is not None:
             permissions = node.mode

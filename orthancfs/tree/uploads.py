@@ -75,6 +75,7 @@ class UploadArea:
     def __init__(self, state_dir: Path, ingester: Ingester, on_stored: Callable[[], None]):
         self.files = state_dir / "files"
         self.files.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._files_prefix = f"{self.files}{os.sep}"
         self.ledger = Ledger(state_dir / "ledger.json")
         self.ingester = ingester
         self.on_stored = on_stored
@@ -87,8 +88,10 @@ class UploadArea:
 
     # --- paths and nodes ------------------------------------------------------
 
-    def local(self, rel: str) -> Path:
-        return self.files / rel if rel else self.files
+    def local(self, rel: str) -> str:
+        """The staging path of `rel`: a plain string, since pathlib cost a tenth of the
+        time orthancfs spends on each uploaded file besides sending it."""
+        return self._files_prefix + rel if rel else str(self.files)
 
     def node(self, rel: str) -> Node:
         """The node for `rel`, from the staging file's current attributes."""
@@ -210,11 +213,11 @@ class UploadArea:
     def finish(self, rel: str) -> bool:
         """Send `rel` to Orthanc; True if it left uploads/.  Raises what the writer should see."""
         path = self.local(rel)
-        if not path.is_file():
+        if not os.path.isfile(path):
             return True  # already taken (another close of the same file)
-        if is_temporary(path.name):
+        if is_temporary(rel.rsplit("/", 1)[-1]):
             return False
-        outcome = self.ingester.ingest(str(path))
+        outcome = self.ingester.ingest(path)
         self.on_stored()  # even a partly refused archive may have stored something
         if outcome.consumed:
             return self._consumed(rel, outcome)
@@ -225,7 +228,8 @@ class UploadArea:
         return False
 
     def _consumed(self, rel: str, outcome: Outcome) -> bool:
-        self.local(rel).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.local(rel))
         self.ledger.forget(rel)
         log.info("uploads/%s: %s", rel, outcome.reason)
         if "/" in rel:
@@ -247,7 +251,7 @@ class UploadArea:
             try:
                 if os.listdir(path):
                     continue  # in use again
-                if time.time() - path.stat().st_mtime < EMPTY_FOLDER_GRACE:
+                if time.time() - os.stat(path).st_mtime < EMPTY_FOLDER_GRACE:
                     later.add(rel)
                     continue
                 self._remove_empty_chain(rel)
@@ -260,7 +264,7 @@ class UploadArea:
         """rmdir `rel`, then each parent that this leaves empty (never uploads/ itself)."""
         while rel:
             try:
-                self.local(rel).rmdir()
+                os.rmdir(self.local(rel))
             except OSError:
                 return
             self.ledger.forget(rel)
@@ -303,7 +307,7 @@ def _join(parent: str, name: str) -> str:
     return f"{parent}/{name}" if parent else name
 
 
-def _local_call(function: Callable[..., object], path: Path, rel: str, *args: object, **kwargs: object) -> None:
+def _local_call(function: Callable[..., object], path: str, rel: str, *args: object, **kwargs: object) -> None:
     """Run a local file operation, with its failure in the model's words."""
     try:
         function(path, *args, **kwargs)
