@@ -12,14 +12,15 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 import requests
@@ -45,6 +46,7 @@ CHUNK_SIZE = 1024 * 1024
 # of each waiting out the timeout (the kernel resends a failed lookup, and a
 # `find` would otherwise wait timeout x entries).
 FAIL_FAST_SECONDS = 5.0
+DIRECT_BODY_LIMIT = 8 << 20  # uploads up to this size are read whole, larger ones streamed from disk
 
 
 @dataclass(frozen=True)
@@ -167,14 +169,12 @@ class OrthancClient:
 
     def upload(self, data: bytes) -> Any:
         """`POST /instances`: store one DICOM file (or, from Orthanc 1.8.2, a ZIP of them)."""
-        response = self._request("POST", "/instances", data=data, headers={"Content-Type": "application/dicom"})
-        return response.json()
+        return self._request("POST", "/instances", data=data, send=self._post_direct).json()
 
     def upload_file(self, path: str) -> Any:
-        """`POST /instances` streamed from a file (reopened for each retry, never read into RAM)."""
-        response = self._request("POST", "/instances", data=lambda: open(path, "rb"),  # noqa: SIM115
-                                 headers={"Content-Type": "application/dicom"})
-        return response.json()
+        """`POST /instances` of a file, read anew for each try (a half-sent file cannot be sent
+        again); files above DIRECT_BODY_LIMIT are streamed, never read into RAM."""
+        return self._request("POST", "/instances", data=lambda: _body_of(path), send=self._post_direct).json()
 
     def delete(self, path: str) -> None:
         self._request("DELETE", path).close()
@@ -225,7 +225,8 @@ class OrthancClient:
             time.sleep(delay)
         raise AssertionError("unreachable: the last attempt always returns or raises")
 
-    def _attempt(self, method: str, path: str, deadline: float, last_try: bool, **kwargs: Any):
+    def _attempt(self, method: str, path: str, deadline: float, last_try: bool, send: Sender | None = None,
+                 **kwargs: Any):
         """One try: a response, None to ask for a retry, or a raised model error."""
         connect = max(0.1, min(self.settings.connect_timeout, deadline - time.monotonic()))
         timeouts = (connect, self.settings.timeout)
@@ -235,7 +236,7 @@ class OrthancClient:
             body = body()
         try:
             with body if hasattr(body, "close") else contextlib.nullcontext():
-                response = self.session.request(method, self.base_url + path, data=body, timeout=timeouts, **kwargs)
+                response = (send or self._send)(method, path, body, timeouts, **kwargs)
         except requests.exceptions.SSLError as exc:
             raise OrthancUnavailable(f"TLS failure talking to {self.base_url}: {_reason(exc)}") from None
         except requests.Timeout as exc:
@@ -249,6 +250,72 @@ class OrthancClient:
             return None
         _raise_for_status(method, path, response)
         return response
+
+    def _send(self, method: str, path: str, body: Any, timeouts: tuple[float, float], **kwargs: Any):
+        return self.session.request(method, self.base_url + path, data=body, timeout=timeouts, **kwargs)
+
+    def _post_direct(self, method: str, path: str, body: bytes | BinaryIO, timeouts: tuple[float, float]):
+        """POST through the session's own connection pool (same TLS, auth and headers), without
+        requests' per-call work: that cost 0.25 ms of CPU per call, as much as the rest of an
+        upload's handling, and uploads come by the thousand.  urllib3's errors are raised as
+        requests' own, so that _attempt stays the one place that judges failures."""
+        headers = dict(self._direct_headers)
+        if not isinstance(body, bytes):
+            headers["Content-Length"] = str(os.fstat(body.fileno()).st_size)
+        try:
+            pool = self._direct_pool()
+            answer = pool.urlopen(method, path, body=body, headers=headers, retries=False, redirect=False,
+                                  timeout=urllib3.Timeout(connect=timeouts[0], read=timeouts[1]))
+        except urllib3.exceptions.HTTPError as exc:
+            raise _as_requests_error(exc) from exc
+        response = requests.Response()
+        response.status_code, response._content = answer.status, answer.data  # noqa: SLF001 - a read body
+        response._content_consumed = True  # noqa: SLF001 - so that close() has no raw stream to close
+        response.headers = requests.structures.CaseInsensitiveDict(answer.headers)
+        response.url = self.base_url + path
+        return response
+
+    def _direct_pool(self) -> urllib3.HTTPConnectionPool:
+        """The pool requests itself uses for base_url, with the same TLS settings."""
+        adapter = self.session.get_adapter(self.base_url)
+        host, pool_kwargs = adapter.build_connection_pool_key_attributes(
+            self._base_request, self.session.verify, self.session.cert)
+        return adapter.poolmanager.connection_from_host(**host, pool_kwargs=pool_kwargs)
+
+    @cached_property
+    def _base_request(self) -> requests.PreparedRequest:
+        return requests.Request("GET", self.base_url).prepare()
+
+    @cached_property
+    def _direct_headers(self) -> dict[str, str]:
+        """What requests would send: the session's headers and credentials."""
+        prepared = self.session.prepare_request(requests.Request("POST", self.base_url + "/instances",
+                                                                 headers={"Content-Type": "application/dicom"}))
+        return {name: value for name, value in prepared.headers.items() if name.lower() != "content-length"}
+
+
+Sender = Callable[..., requests.Response]
+
+
+def _body_of(path: str) -> bytes | BinaryIO:
+    """A file's content to POST: its bytes if small, else the open file (streamed)."""
+    file = open(path, "rb")  # noqa: SIM115 - returned open, or closed here
+    if os.fstat(file.fileno()).st_size > DIRECT_BODY_LIMIT:
+        return file
+    with file:
+        return file.read()
+
+
+def _as_requests_error(exc: urllib3.exceptions.HTTPError) -> requests.RequestException:
+    """The exception requests would have raised for this urllib3 error (see HTTPAdapter.send)."""
+    if isinstance(exc, urllib3.exceptions.SSLError):
+        return requests.exceptions.SSLError(exc)
+    if isinstance(exc, urllib3.exceptions.ConnectTimeoutError) and \
+            not isinstance(exc, urllib3.exceptions.NewConnectionError):
+        return requests.exceptions.ConnectTimeout(exc)
+    if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+        return requests.exceptions.ReadTimeout(exc)
+    return requests.exceptions.ConnectionError(exc)
 
 
 class Health:

@@ -11,8 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydicom.uid import generate_uid
 
+from orthancfs.demo.samples import Spec, make_dicom
 from orthancfs.demo.server import OrthancServer, free_port
+from orthancfs.errors import AccessDenied, OrthancUnavailable
+from orthancfs.orthanc import ClientSettings, OrthancClient
 
 from .conftest import LoadedOrthanc, mounted
 from .helpers import wait_for
@@ -164,6 +168,18 @@ def test_tls_with_ca_file_or_insecure(tls_url: tuple[str, Path], tmp_path: Path)
             assert "P-LI - 李^小龍" in os.listdir(mnt / "by-patients")
         if "--insecure" in option:  # said once, loudly, not once per request
             assert context.process.log().count("WARNING") == 1
+
+
+def test_uploads_go_through_tls_and_credentials(tls_url: tuple[str, Path], secured: OrthancServer) -> None:
+    """The upload path skips requests' per-call work: the same verification and credentials must hold."""
+    data = make_dicom(Spec("UP-TLS", "Up^Tls", generate_uid(), generate_uid()))
+    url, cert = tls_url
+    with pytest.raises(OrthancUnavailable, match="certificate"):
+        OrthancClient(ClientSettings(url)).upload(data)
+    assert OrthancClient(ClientSettings(url, ca_file=str(cert))).upload(data)["Status"] in ("Success", "AlreadyStored")
+    with pytest.raises(AccessDenied):
+        OrthancClient(ClientSettings(secured.url, "alice", "wrong")).upload(data)
+    assert OrthancClient(ClientSettings(secured.url, "alice", USERS["alice"])).upload(data)["Status"] == "Success"
 
 
 def test_url_defaults_to_the_environment(orthanc: LoadedOrthanc, mountpoint: Path) -> None:

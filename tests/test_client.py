@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
+from orthancfs import orthanc as orthanc_module
 from orthancfs.demo.server import free_port
-from orthancfs.errors import AccessDenied, NotFound, OrthancFailed, OrthancUnavailable
+from orthancfs.errors import AccessDenied, NotFound, OrthancFailed, OrthancUnavailable, UploadRejected
 from orthancfs.orthanc import Capabilities, ClientSettings, OrthancClient
 
 
@@ -22,6 +26,8 @@ class Script:
         self.statuses: list[int] = [200]
         self.delay = 0.0
         self.requests = 0
+        self.bodies: list[bytes] = []  # what POSTs sent
+        self.headers: list[dict[str, str]] = []
 
 
 @pytest.fixture
@@ -29,6 +35,11 @@ def scripted() -> Iterator[tuple[str, Script]]:
     script = Script()
 
     class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            script.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+            script.headers.append(dict(self.headers))
+            self.do_GET()
+
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             script.requests += 1
             time.sleep(script.delay)
@@ -128,6 +139,42 @@ def test_capabilities_from_the_version(text: str, version: tuple, attachment_ran
     assert capabilities.version == version
     assert capabilities.attachment_range is attachment_range
     assert capabilities.requested_tags is requested_tags
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_uploads_send_the_whole_file_with_the_sessions_credentials(scripted: tuple[str, Script], tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   streamed: bool) -> None:
+    url, script = scripted
+    if streamed:  # above the limit, the file goes from disk, not from memory
+        monkeypatch.setattr(orthanc_module, "DIRECT_BODY_LIMIT", 1000)
+    path = tmp_path / "a.dcm"
+    path.write_bytes(os.urandom(300_000))
+    script.statuses = [503, 200]  # and the retry sends it whole again
+    client(url, username="alice", password="secret").upload_file(str(path))
+    assert script.bodies == [path.read_bytes()] * 2
+    headers = script.headers[-1]
+    assert headers["Authorization"] == "Basic " + base64.b64encode(b"alice:secret").decode()
+    assert headers["Content-Type"] == "application/dicom" and headers["User-Agent"] == "orthancfs"
+    client(url, token="t0ken").upload(b"DICM")
+    assert script.bodies[-1] == b"DICM" and script.headers[-1]["Authorization"] == "Bearer t0ken"
+
+
+def test_upload_failures_keep_orthancs_words(scripted: tuple[str, Script]) -> None:
+    url, script = scripted
+    script.statuses = [400]
+    with pytest.raises(UploadRejected, match="scripted failure"):
+        client(url).upload(b"not DICOM")
+    script.statuses, script.delay, script.requests = [200], 5, 0
+    started = time.monotonic()
+    with pytest.raises(OrthancUnavailable, match="no answer"):
+        client(url, timeout=0.5).upload(b"DICM")
+    assert time.monotonic() - started < 2 and script.requests == 1
+
+
+def test_uploads_to_a_closed_port_are_reported() -> None:
+    with pytest.raises(OrthancUnavailable, match="refused"):
+        client(f"http://127.0.0.1:{free_port()}", timeout=5).upload(b"DICM")
 
 
 def test_settings_never_show_the_password() -> None:
