@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
+import urllib3
 from pydicom.uid import generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -53,25 +54,30 @@ def generate(server: OrthancServer, patients: int, studies: int, series: int, in
 
 
 def post_all(url: str, payloads, threads: int = 8) -> float:
-    """POST every payload to /instances, `threads` at a time; seconds taken."""
-    session = requests.Session()
+    """POST every payload to /instances, `threads` at a time; seconds taken.
+
+    With urllib3 itself, the leanest client Python has: requests would cost 0.25 ms of CPU more per
+    POST, and the baseline would look slower than a direct upload can be (1.1 s instead of 0.7 s
+    for 1,000 small files, measured)."""
+    pool = urllib3.PoolManager(maxsize=threads)
     started = time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        for response in pool.map(lambda data: post_one(session, url, data), payloads):
-            response.raise_for_status()
+    with ThreadPoolExecutor(threads) as executor:
+        for status in executor.map(lambda data: post_one(pool, url, data), payloads):
+            if status >= 400:
+                raise RuntimeError(f"POST /instances: HTTP {status}")
     return time.perf_counter() - started
 
 
-def post_one(session: requests.Session, url: str, data: bytes) -> requests.Response:
+def post_one(pool: urllib3.PoolManager, url: str, data: bytes) -> int:
     """One POST; an HTTP 500 is tried twice more (once in 100,000 POSTs, Orthanc 1.10.1 answered
     one without logging why), then reported with Orthanc's own words."""
     for _ in range(3):
-        response = session.post(f"{url}/instances", data=data)
-        if response.status_code != 500:
+        response = pool.request("POST", f"{url}/instances", body=data, headers={"Content-Type": "application/dicom"})
+        if response.status != 500:
             break
-    if response.status_code >= 400:
-        print(f"POST /instances: HTTP {response.status_code}: {response.text[:300]}", file=sys.stderr)
-    return response
+    if response.status >= 400:
+        print(f"POST /instances: HTTP {response.status}: {response.data[:300]!r}", file=sys.stderr)
+    return response.status
 
 
 def drop_caches() -> None:
