@@ -195,8 +195,11 @@ class OrthancClient:
         """Small chunks first (the first bytes of a file are there at once), then larger ones:
         each chunk wakes the readers waiting for it, and fewer wake-ups stream faster."""
         size = FIRST_CHUNK_SIZE
+        # Undecoded reads skip urllib3's decoding buffer (a copy of every byte): a third less
+        # CPU per byte; only a server or proxy that compresses anyway needs decoding.
+        decode = response.headers.get("Content-Encoding", "identity").lower() != "identity"
         try:
-            while chunk := response.raw.read(size, decode_content=True):
+            while chunk := response.raw.read(size, decode_content=decode):
                 yield chunk
                 size = min(size * 2, CHUNK_SIZE)
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import logging
 import os
 import threading
@@ -41,6 +42,14 @@ def scripted() -> Iterator[tuple[str, Script]]:
             self.do_GET()
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            if self.path == "/compressed":  # a proxy that compresses whatever the client asked for
+                body = gzip.compress(COMPRESSIBLE)
+                self.send_response(200)
+                self.send_header("Content-Encoding", "gzip")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
             script.requests += 1
             time.sleep(script.delay)
             status = script.statuses.pop(0) if len(script.statuses) > 1 else script.statuses[0]
@@ -58,6 +67,9 @@ def scripted() -> Iterator[tuple[str, Script]]:
     yield f"http://127.0.0.1:{server.server_address[1]}", script
     server.shutdown()
     server.server_close()
+
+
+COMPRESSIBLE = b"DICM" * 100_000
 
 
 def client(url: str, **settings: object) -> OrthancClient:
@@ -175,6 +187,14 @@ def test_upload_failures_keep_orthancs_words(scripted: tuple[str, Script]) -> No
 def test_uploads_to_a_closed_port_are_reported() -> None:
     with pytest.raises(OrthancUnavailable, match="refused"):
         client(f"http://127.0.0.1:{free_port()}", timeout=5).upload(b"DICM")
+
+
+def test_downloads_are_decoded_only_when_compressed(scripted: tuple[str, Script]) -> None:
+    url, _ = scripted
+    with client(url).stream("/compressed") as chunks:
+        assert b"".join(chunks) == COMPRESSIBLE
+    with client(url).stream("/system") as chunks:
+        assert b"".join(chunks) == b'{"Version": "1.10.1"}'
 
 
 def test_settings_never_show_the_password() -> None:
