@@ -116,10 +116,12 @@ class OrthancOperations(pyfuse3.Operations):
     def _attributes(self, node: Node, inode: int) -> pyfuse3.EntryAttributes:
         attr = pyfuse3.EntryAttributes()
         attr.st_ino = inode
-        # Files in uploads/ change under the writer's hands (sent, then gone): never let the
-        # kernel guess.  Its folders change only through this mount, or by the sweep of emptied
-        # folders, which takes their names back (_forget_upload_folder); caching them saves
-        # `cp -r` five of its eleven requests per file.
+        # Names of files in uploads/ vanish under the writer's hands (sent, then gone): the
+        # kernel must ask each time.  Their attributes change only through this mount, which
+        # the kernel follows itself, so it may keep them (two getattr fewer per copied file).
+        # Folders change only through this mount, or by the sweep of emptied folders, which
+        # takes their names back (_forget_upload_folder); caching them saves `cp -r` five of
+        # its eleven requests per file.
         timeout = 0.0 if node.view == UPLOADS and not node.is_dir else self.settings.cache_timeout
         attr.entry_timeout = timeout
         attr.attr_timeout = self.settings.cache_timeout if node.kind is Kind.UPLOAD else timeout
