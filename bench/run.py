@@ -365,7 +365,7 @@ def report(args: argparse.Namespace, server: OrthancServer, stats: dict, bench: 
             f"series, {stats['CountInstances']} instances ({args.big} of 64 MiB). Medians of {args.runs} runs, "
             f"each on a fresh mount after dropping the kernel's caches (warm: after one unmeasured run on the same "
             f"mount). Baselines: `rclone mount :webdav:` of Orthanc's own WebDAV (`--read-only`, defaults), and "
-            f"plain REST (curl / requests).\n\n{bench.table()}\n")
+            f"plain REST (curl and requests for reads and listings, urllib3 for POSTs).\n\n{bench.table()}\n")
 
 
 def main() -> None:
