@@ -195,7 +195,7 @@ class OrthancClient:
         """Small chunks first (the first bytes of a file are there at once), then larger ones:
         each chunk wakes the readers waiting for it, and fewer wake-ups stream faster."""
         size = FIRST_CHUNK_SIZE
-        # Undecoded reads skip urllib3's decoding buffer (a copy of every byte): a third less
+        # Undecoded reads skip urllib3's decoding buffer (a copy of every byte): a fifth less
         # CPU per byte; only a server or proxy that compresses anyway needs decoding.
         decode = response.headers.get("Content-Encoding", "identity").lower() != "identity"
         try:
