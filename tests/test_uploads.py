@@ -110,6 +110,27 @@ def test_a_text_file_is_kept_and_cp_succeeds(server: OrthancServer, orthanc: Ort
     assert count(orthanc) == 0
 
 
+def test_a_kept_files_attributes_stay_true_while_it_is_edited(server: OrthancServer, tmp_path: Path) -> None:
+    """The kernel may cache a staged file's attributes (not its name): every change made through
+    the mount must show at once, through a descriptor opened earlier (asked first: a path is
+    looked up anew, which refreshes the attributes) and through its path."""
+    (tmp_path / "notes.txt").write_text("not an image\n")
+    with mounted(server.url, tmp_path) as mnt:
+        assert cp(tmp_path / "notes.txt", mnt / "uploads").returncode == 0
+        kept = mnt / "uploads" / "notes.txt"
+        with open(kept, "rb") as reader:
+            with open(kept, "ab") as writer:
+                writer.write(b"more\n")
+            assert os.fstat(reader.fileno()).st_size == os.stat(kept).st_size == 18
+            os.truncate(kept, 3)
+            assert os.fstat(reader.fileno()).st_size == os.stat(kept).st_size == 3
+            os.utime(kept, ns=(1_000_000_000, 2_000_000_000))
+            assert os.fstat(reader.fileno()).st_mtime_ns == os.stat(kept).st_mtime_ns == 2_000_000_000
+            os.chmod(kept, 0o640)
+            assert os.fstat(reader.fileno()).st_mode & 0o777 == os.stat(kept).st_mode & 0o777 == 0o640
+            assert reader.read() == b"not"
+
+
 @pytest.mark.parametrize("damage", ["truncated", "no SOPInstanceUID", "no StudyInstanceUID"])
 def test_a_refused_dicom_fails_at_close_and_is_kept(server: OrthancServer, orthanc: OrthancClient, tmp_path: Path,
                                                     damage: str) -> None:
