@@ -279,15 +279,17 @@ class OrthancClient:
         return response
 
     def _direct_pool(self) -> urllib3.HTTPConnectionPool:
-        """The pool requests itself uses for base_url, with the same TLS settings."""
-        adapter = self.session.get_adapter(self.base_url)
-        host, pool_kwargs = adapter.build_connection_pool_key_attributes(
-            self._base_request, self.session.verify, self.session.cert)
-        return adapter.poolmanager.connection_from_host(**host, pool_kwargs=pool_kwargs)
+        """The pool requests itself uses for base_url (looked up each time: the pool manager may
+        have replaced it), with the same TLS settings."""
+        host, pool_kwargs = self._pool_key
+        return self.session.get_adapter(self.base_url).poolmanager.connection_from_host(**host, pool_kwargs=pool_kwargs)
 
     @cached_property
-    def _base_request(self) -> requests.PreparedRequest:
-        return requests.Request("GET", self.base_url).prepare()
+    def _pool_key(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Host and TLS settings of base_url's pool, as requests' adapter derives them (once: the
+        session's verification and certificates never change)."""
+        return self.session.get_adapter(self.base_url).build_connection_pool_key_attributes(
+            requests.Request("GET", self.base_url).prepare(), self.session.verify, self.session.cert)
 
     @cached_property
     def _direct_headers(self) -> dict[str, str]:
