@@ -3,9 +3,9 @@
 An instance is downloaded once into an unlinked temporary file (never whole
 into RAM) by a download thread; reads are served as soon as the bytes they
 ask for have arrived, so the first bytes of a large file come at the speed of
-the first chunk.  Instances are immutable in Orthanc, so a finished spool is
-kept after its last reader closes it, in an LRU bounded by bytes and files,
-and a second read of the same file costs no request.
+the first chunk.  A version of an instance (its attachment UUID) never changes,
+so a finished spool is kept after its last reader closes it, in an LRU bounded
+by bytes and files, and a second read of the same file costs no request.
 """
 
 from __future__ import annotations
@@ -49,9 +49,10 @@ class BytesContent:
 class Spool:
     """One instance's bytes in an unlinked temporary file, filled while it is read."""
 
-    def __init__(self, instance_id: str, size: int, spool_dir: str | None):
+    def __init__(self, instance_id: str, size: int, spool_dir: str | None, version: str = ""):
         self.instance_id = instance_id
         self.size = size
+        self.version = version  # the attachment the listing named when this spool was opened
         self.users = 0
         self._file = tempfile.TemporaryFile(dir=spool_dir, prefix="orthancfs-spool-")  # noqa: SIM115
         self._arrived = 0
@@ -160,13 +161,23 @@ class ContentStore:
         self._lock = threading.Lock()
         self._downloads = ThreadPoolExecutor(DOWNLOADS, thread_name_prefix="orthancfs-download")
 
-    def open_instance(self, instance_id: str, size: int = 0) -> SpoolHandle:
+    def open_instance(self, instance_id: str, size: int = 0, version: str = "") -> SpoolHandle:
+        """A handle on the spool of `instance_id` as `version` (its attachment UUID).
+
+        A failed download is tried again by the next open; another version (the instance was sent
+        again under the same UIDs) is downloaded anew, while readers of the old spool keep it.
+        """
+        replaced = None
         with self._lock:
             spool = self._spools.get(instance_id)
-            if spool is None or spool.failed:  # a failed download is tried again by the next open
-                spool = self._spools[instance_id] = Spool(instance_id, size, self.spool_dir)
+            if spool is None or spool.failed or spool.version != version:
+                if spool is not None and spool.users == 0:
+                    replaced = spool
+                spool = self._spools[instance_id] = Spool(instance_id, size, self.spool_dir, version)
             self._spools.move_to_end(instance_id)
             spool.users += 1
+        if replaced is not None:
+            replaced.discard()
         return SpoolHandle(self, spool)
 
     def start(self, spool: Spool) -> None:
@@ -181,6 +192,8 @@ class ContentStore:
         with self._lock:
             spool.users -= 1
             evicted = self._evict()
+            if spool.users == 0 and self._spools.get(spool.instance_id) is not spool:
+                evicted.append(spool)  # replaced by a newer version while it was read
         for old in evicted:
             old.discard()
 

@@ -71,6 +71,26 @@ def test_stale_listings_expire_within_the_ttl(tmp_path: Path) -> None:
             assert time.monotonic() - deleted <= TTL + 1.0
 
 
+def test_a_replaced_instance_is_read_anew_within_the_ttl(tmp_path: Path) -> None:
+    """Orthanc derives IDs from UIDs: an instance deleted and sent again (or overwritten, with
+    OverwriteInstances) keeps its ID and every path, with other bytes.  Neither the content cache
+    nor the kernel's page cache may serve the old ones past the TTL."""
+    first, second = data.two_versions()
+    with OrthancServer(tmp_path / "orthanc") as server, server.client() as client:
+        instance_id = client.upload(first)["ID"]
+        with mounted(server.url, tmp_path, "--metadata-ttl", str(TTL)) as mnt:
+            [path] = (mnt / "by-uids").rglob("*.dcm")
+            assert path.read_bytes() == first
+            with path.open("rb") as reader:  # a reader that opened before the change
+                client.delete(f"/instances/{instance_id}")
+                assert client.upload(second)["ID"] == instance_id
+                replaced = time.monotonic()
+                wait_for(lambda: path.read_bytes() == second, 30, "the corrected instance")
+                assert time.monotonic() - replaced <= TTL + 1.0
+                assert reader.read() == first  # ...keeps what it opened: one consistent version
+            assert path.read_bytes() == second  # and the page cache now holds the new bytes
+
+
 def downloads(log: str, instance_id: str) -> int:
     return log.count(f"GET /instances/{instance_id}/file")
 
@@ -117,4 +137,23 @@ def test_spools_in_use_are_never_evicted(orthanc: LoadedOrthanc, tmp_path: Path)
     for handle in handles[1:]:
         handle.close()
     assert store._spools == {}
+    store.close()
+
+
+def test_another_version_is_a_new_spool_and_the_old_one_goes_with_its_last_reader(
+        orthanc: LoadedOrthanc, tmp_path: Path) -> None:
+    instance = next(i for i in orthanc.client.get_json("/instances", params={"expand": ""}) if i["FileSize"] < 1 << 20)
+    store = ContentStore(orthanc.client, str(tmp_path))
+    old = store.open_instance(instance["ID"], instance["FileSize"], "first")
+    assert old.read(128, 4) == b"DICM"
+    again = store.open_instance(instance["ID"], instance["FileSize"], "first")
+    assert again.spool is old.spool  # the same version: shared
+    new = store.open_instance(instance["ID"], instance["FileSize"], "second")
+    assert new.spool is not old.spool and new.read(128, 4) == b"DICM"
+    old.close()
+    assert not old.spool._file.closed  # `again` still reads it
+    again.close()
+    assert old.spool._file.closed and list(store._spools.values()) == [new.spool]
+    new.close()
+    assert list(store._spools.values()) == [new.spool]  # the current version stays cached
     store.close()

@@ -98,6 +98,25 @@ def test_views_list_and_read_like_the_mount(dav: WebDAV, server: OrthancServer) 
     assert part.status_code == 206 and part.content == b"DICM"
 
 
+def test_a_replaced_instance_gets_its_new_bytes_and_a_new_etag(server: OrthancServer, tmp_path: Path) -> None:
+    first, second = data.two_versions()
+    with server.client() as client:
+        instance_id = client.upload(first)["ID"]
+        webdav = WebDAV(server.url, tmp_path, "--metadata-ttl", "1")
+        try:
+            [path] = [h for h in _walk(webdav.url, "/by-uids/") if h.endswith(".dcm") and
+                      requests.get(webdav.url + h).content == first]
+            etag = requests.get(webdav.url + path).headers["ETag"]
+            assert requests.get(webdav.url + path, headers={"If-None-Match": etag}).status_code == 304
+            client.delete(f"/instances/{instance_id}")
+            assert client.upload(second)["ID"] == instance_id
+            wait_for(lambda: requests.get(webdav.url + path).content == second, 30, "the corrected instance")
+            fresh = requests.get(webdav.url + path, headers={"If-None-Match": etag})
+            assert fresh.status_code == 200 and fresh.content == second and fresh.headers["ETag"] != etag
+        finally:
+            assert webdav.stop() == 0
+
+
 def _walk(base: str, path: str) -> list[str]:
     found = []
     for href in hrefs(propfind(base + path))[1:]:

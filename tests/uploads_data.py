@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import zipfile
 from pathlib import Path
@@ -10,13 +11,22 @@ from pydicom import dcmread
 from pydicom.fileset import FileSet
 from pydicom.uid import generate_uid
 
-from orthancfs.demo.samples import make_dicom, series
+from orthancfs.demo.samples import Spec, make_dicom, series
 
 
 def instances(count: int, patient_id: str = "UP1", **tags: object) -> list[bytes]:
     specs = series(count, patient_id=patient_id, patient_name=f"Upload^{patient_id}", study_uid=generate_uid(),
                    study_description="Uploaded", **tags)
     return [make_dicom(spec) for spec in specs]
+
+
+def two_versions() -> tuple[bytes, bytes]:
+    """One instance as first sent and as corrected: same UIDs (so the same Orthanc ID and by-uids
+    path), same size, other bytes."""
+    spec = Spec("FIX", "Fix^Me", generate_uid(), generate_uid(), series_description="AAAA")
+    first, second = make_dicom(spec), make_dicom(dataclasses.replace(spec, series_description="BBBB"))
+    assert len(first) == len(second) and first != second
+    return first, second
 
 
 def without_tag(data: bytes, keyword: str) -> bytes:

@@ -2,6 +2,11 @@
 
 Inode numbers are never reused, so generation numbers are unnecessary; an
 entry is dropped when the kernel forgets its last reference.
+
+An inode stands for one node key *and* one content version: an instance sent again
+under the same UIDs (same Orthanc ID, same paths, other bytes) gets a new inode, as a
+file replaced by rename would.  So the kernel may keep an inode's pages across opens
+for as long as it lives, and a reader that opened the old version keeps reading it.
 """
 
 from __future__ import annotations
@@ -13,6 +18,12 @@ import pyfuse3
 from ..tree import Node
 from ..tree.nodes import NodeKey
 
+Identity = tuple[NodeKey, str]  # (node key, content version)
+
+
+def identity(node: Node) -> Identity:
+    return node.key, node.version
+
 
 class InodeTable:
     """node key <-> inode number, plus how many references the kernel holds."""
@@ -20,7 +31,7 @@ class InodeTable:
     def __init__(self, root: Node):
         self._nodes: dict[int, Node] = {pyfuse3.ROOT_INODE: root}
         self._counts: dict[int, int] = {pyfuse3.ROOT_INODE: 1}
-        self._inodes: dict[NodeKey, int] = {root.key: pyfuse3.ROOT_INODE}
+        self._inodes: dict[Identity, int] = {identity(root): pyfuse3.ROOT_INODE}
         self._next = pyfuse3.ROOT_INODE + 1
 
     def __len__(self) -> int:
@@ -30,18 +41,18 @@ class InodeTable:
         return self._nodes.get(inode)
 
     def inode_of(self, key: NodeKey) -> int | None:
-        """The inode the kernel knows `key` by, if it knows it."""
-        return self._inodes.get(key)
+        """The inode the kernel knows `key` (a folder: folders have no versions) by, if it knows it."""
+        return self._inodes.get((key, ""))
 
     def count(self, inode: int) -> int:
         return self._counts.get(inode, 0)
 
     def remember(self, node: Node) -> int:
         """The inode of `node` (newest attributes kept), its lookup count raised by one."""
-        inode = self._inodes.get(node.key)
+        inode = self._inodes.get(identity(node))
         if inode is None:
             inode, self._next = self._next, self._next + 1
-            self._inodes[node.key] = inode
+            self._inodes[identity(node)] = inode
             self._counts[inode] = 0
         self._nodes[inode] = node
         self._counts[inode] += 1
@@ -54,14 +65,14 @@ class InodeTable:
 
     def rename_subtree(self, view: str, old: str, new: str) -> None:
         """Follow a rename: entries of `view` at `old` or below now live at `new`."""
-        moved = [(key, inode) for key, inode in self._inodes.items()
+        moved = [(key, inode) for (key, _), inode in self._inodes.items()
                  if key[0] == view and (key[2] == old or key[2].startswith(old + "/"))]
         for key, inode in moved:
             ident = new + key[2][len(old):]
             node = self._nodes[inode]
             renamed = replace(node, key=(view, key[1], ident), name=ident.rsplit("/", 1)[-1])
-            del self._inodes[key]
-            self._inodes[renamed.key] = inode
+            del self._inodes[identity(node)]
+            self._inodes[identity(renamed)] = inode
             self._nodes[inode] = renamed
 
     def forget(self, inode: int, count: int) -> None:
@@ -71,5 +82,5 @@ class InodeTable:
         if self._counts[inode] <= 0:
             node = self._nodes.pop(inode)
             del self._counts[inode]
-            if self._inodes.get(node.key) == inode:  # a rename may have given its name to another inode
-                del self._inodes[node.key]
+            if self._inodes.get(identity(node)) == inode:  # a rename may have given its name to another inode
+                del self._inodes[identity(node)]

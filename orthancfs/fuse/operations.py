@@ -221,8 +221,8 @@ class OrthancOperations(pyfuse3.Operations):
         handle = next(self._handles)
         self._files[handle] = content
         # Generated documents may change size between stat and open: let reads,
-        # not the cached size, decide where they end.  Instances never change in
-        # Orthanc, so the kernel may keep their pages across opens.
+        # not the cached size, decide where they end.  An instance's inode stands for
+        # one version of it (inodes.py), so the kernel may keep its pages across opens.
         return pyfuse3.FileInfo(fh=handle, direct_io=not node.size_is_exact, keep_cache=node.kind is Kind.INSTANCE)
 
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,

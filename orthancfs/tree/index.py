@@ -35,7 +35,7 @@ LEVELS = ("patients", "studies", "series", "instances")
 # What listings read of an expanded item (views.py), plus what links levels.  Above the bulk limit
 # a level is kept with only these: 100,000 patients took 97 MB as decoded JSON, and no document
 # is served from such a list (study.json / series.json are then fetched one by one).
-LISTED_KEYS = ("ID", "LastUpdate", "FileSize", "ParentPatient", "ParentStudy", "ParentSeries")
+LISTED_KEYS = ("ID", "LastUpdate", "FileSize", "FileUuid", "ParentPatient", "ParentStudy", "ParentSeries")
 LISTED_TAGS = ("PatientID", "PatientName", "StudyDate", "StudyDescription", "StudyInstanceUID", "Modality",
                "SeriesDescription", "SeriesInstanceUID", "SOPInstanceUID")
 SHARED_TAGS = {"StudyDate", "StudyDescription", "Modality", "SeriesDescription"}  # values that repeat

@@ -156,7 +156,7 @@ class Tree:
         if node.kind is Kind.TEXT:
             return BytesContent(self.uploads.report())
         if node.kind is Kind.INSTANCE:
-            return self.content.open_instance(node.ident, node.size)
+            return self.content.open_instance(node.ident, node.size, node.version)
         if node.kind is Kind.JSON:
             level = "studies" if node.role is Role.STUDY_JSON else "series"
             return BytesContent(self.index.document(level, node.ident))

@@ -53,6 +53,9 @@ class Node:
     size: int = 0
     mtime_ns: int = 0
     mode: int | None = None  # permission bits of a local (uploads/) entry; None: derived from the policy
+    # Which content an instance has: Orthanc's attachment UUID.  IDs come from UIDs, so an instance
+    # deleted and sent again (or overwritten) keeps its ID and paths, but not this.
+    version: str = ""
     # What the node needs to list its children or produce its content; never
     # part of its identity (equality of keys is what matters).
     extra: Any = field(default=None, compare=False, repr=False)
@@ -81,7 +84,7 @@ class Node:
     def named(self, name: str) -> Node:
         # Not dataclasses.replace: this runs for every entry of every listing, and
         # the constructor is several times faster.
-        return Node(self.key, self.kind, name, self.size, self.mtime_ns, self.mode, self.extra)
+        return Node(self.key, self.kind, name, self.size, self.mtime_ns, self.mode, self.version, self.extra)
 
 
 def directory(view: str, role: Role, ident: str, mtime_ns: int, extra: Any = None) -> Node:

@@ -99,7 +99,7 @@ def _instance(series: Node, instance: dict) -> Entry:
     # Instances carry no date of their own in listings; the series' last update
     # is the closest bound that costs no extra request.
     node = Node((series.view, Role.INSTANCE, orthanc_id), Kind.INSTANCE,
-                size=int(instance.get("FileSize", 0)), mtime_ns=series.mtime_ns)
+                size=int(instance.get("FileSize", 0)), mtime_ns=series.mtime_ns, version=instance.get("FileUuid", ""))
     return wanted, node
 
 

@@ -135,8 +135,8 @@ class TreeFile(_TreeResource, DAVNonCollection):
         return CONTENT_TYPES.get(self.node.kind, "application/octet-stream")
 
     def get_etag(self) -> str | None:
-        # Instances never change in Orthanc: their ID (and size) identify the content.
-        return f"{self.node.ident}-{self.node.size}" if self.node.kind is Kind.INSTANCE else None
+        # An instance's content changes only with its attachment (sent again under the same UIDs).
+        return f"{self.node.ident}-{self.node.version or self.node.size}" if self.node.kind is Kind.INSTANCE else None
 
     def support_etag(self) -> bool:
         return self.node.kind is Kind.INSTANCE
