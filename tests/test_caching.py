@@ -9,7 +9,9 @@ from pathlib import Path
 from orthancfs.content import ContentStore
 from orthancfs.demo.server import OrthancServer
 from orthancfs.tree import Tree
-from orthancfs.tree.index import arrived_children
+from orthancfs.tree.index import LEVELS, arrived_children
+from orthancfs.tree.nodes import Role, directory
+from orthancfs.tree.walks import WalkSpotter
 
 from . import uploads_data as data
 from .conftest import LoadedOrthanc, mounted
@@ -42,6 +44,41 @@ def test_bulk_listings_equal_folder_by_folder_listings(orthanc: LoadedOrthanc, t
     expected = snapshot(folder_by_folder)
     assert snapshot(bulk) == expected
     assert snapshot(while_loading) == expected
+
+
+def test_bulk_lists_load_for_walks_not_for_browsing(orthanc: LoadedOrthanc, tmp_path: Path) -> None:
+    """Going down one folder of each kind loads nothing tree-wide (it would only slow that folder's
+    own request); a second folder of one kind, a walk's signature, starts the bulk lists."""
+    tree = Tree(orthanc.client, tmp_path, metadata_ttl=60)
+    deeper = LEVELS[1:]
+
+    def loaded() -> list[str]:
+        return [level for level in deeper if tree.index.cache.peek(("all", level)) is not None]
+
+    patient = tree.resolve("by-patients/P-MULLER - Müller^Jürgen")  # looked up, not listed
+    first_study, second_study = tree.children(patient).values()
+    series = next(iter(tree.children(first_study).values()))
+    assert tree.children(series)
+    assert tree.index._walk_prepared is None and loaded() == []
+    tree.children(second_study)
+    wait_for(lambda: loaded() == list(deeper), 30, "the bulk lists")
+    tree.close()
+
+
+def test_a_walk_is_two_folders_of_one_kind_listed_close_together() -> None:
+    now = [0.0]
+    spotter = WalkSpotter(window=5.0, clock=lambda: now[0])
+    series = [directory("by-uids", Role.SERIES, ident, 0) for ident in ("a", "b", "c")]
+    study = directory("by-uids", Role.STUDY, "s", 0)
+    assert not spotter.listed(series[0])
+    assert not spotter.listed(series[0])  # the same folder again: a refresh, not a walk
+    assert not spotter.listed(study)  # another kind
+    now[0] = 4.0
+    assert spotter.listed(series[1])
+    now[0] = 9.5
+    assert not spotter.listed(series[2])  # too long after
+    assert not spotter.listed(directory("by-patients", Role.VIEW, "", 0))
+    assert spotter.listed(directory("by-studies", Role.VIEW, "", 0))
 
 
 def test_a_folder_is_listed_from_arrived_pages_only_when_they_hold_all_its_children(

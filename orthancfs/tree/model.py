@@ -35,6 +35,7 @@ from .ingest import Ingester
 from .naming import NameAssigner
 from .nodes import Kind, Node, Role, directory
 from .uploads import UPLOADS, UploadArea, UploadHandle
+from .walks import WalkSpotter
 
 log = logging.getLogger(__name__)
 
@@ -85,19 +86,20 @@ class Tree:
         self._listings: LRUCache = LRUCache(MAX_REMEMBERED_DIRECTORIES)
         self._assigners: LRUCache = LRUCache(MAX_REMEMBERED_DIRECTORIES)
         self._lock = threading.Lock()
+        self._walks = WalkSpotter()
 
     def children(self, node: Node, prefetch: bool = True) -> dict[str, Node]:
         """The entries of directory `node`, by name, sorted.
 
-        `prefetch`: somebody lists this folder (not just looks a name up in it); whoever lists
-        folders tends to walk down, so the bulk lists below start loading.  Opening a known
-        path does not start them (a cold read right after mounting took twice as long).
+        `prefetch`: somebody lists this folder (not just looks a name up in it).  When the
+        listings look like a walk (walks.py), the bulk lists below start loading.  Opening a
+        known path never starts them (a cold read right after mounting took twice as long).
         """
         if not node.is_dir:
             raise NotADirectory(node.name)
         if node.view == UPLOADS:
             return self.uploads.children(node)
-        if prefetch and node.role is not Role.ROOT:
+        if prefetch and node.role is not Role.ROOT and self._walks.listed(node):
             self.index.prepare_walk()
         found = views.sources(self.index, node)
         with self._lock:
