@@ -75,6 +75,17 @@ class MetadataCache:
         future.set_result(value)
         return value
 
+    def fill(self, compute: Callable[[], dict[Hashable, Any]]) -> None:
+        """Store several answers that one request gave at once; kept, as get()'s, only if nothing
+        was invalidated meanwhile.  Asks Orthanc, so it raises NotCached while peeking."""
+        if getattr(self._local, "peeking", False):
+            raise NotCached("fill")
+        generation = self._generation
+        values = compute()
+        with self._lock:
+            if self._store is not None and generation == self._generation:
+                self._store.update(values)
+
     def peek(self, key: Hashable) -> Any:
         """The cached value, or None; never asks Orthanc."""
         with self._lock:

@@ -36,7 +36,10 @@ def snapshot(tree: Tree) -> dict[str, tuple[int, bytes | None]]:
 
 def test_bulk_listings_equal_folder_by_folder_listings(orthanc: LoadedOrthanc, tmp_path: Path) -> None:
     bulk = Tree(orthanc.client, tmp_path / "a", metadata_ttl=60)
-    folder_by_folder = Tree(orthanc.client, tmp_path / "b", metadata_ttl=60, bulk_limit=0)
+    # Each folder by its own child route: no walk is ever spotted, so no grandchild routes either.
+    folder_by_folder = Tree(orthanc.client, tmp_path / "b", metadata_ttl=60, bulk_limit=0, walks=WalkSpotter(-1))
+    # Walked folder by folder: patients and studies list their children's children in one request.
+    by_grandchildren = Tree(orthanc.client, tmp_path / "d", metadata_ttl=60, bulk_limit=0)
     # Pages of three: the walk runs while the bulk lists arrive, so many folders are
     # listed from partly loaded lists.
     while_loading = Tree(orthanc.client, tmp_path / "c", metadata_ttl=60, page_size=3)
@@ -44,6 +47,7 @@ def test_bulk_listings_equal_folder_by_folder_listings(orthanc: LoadedOrthanc, t
     expected = snapshot(folder_by_folder)
     assert snapshot(bulk) == expected
     assert snapshot(while_loading) == expected
+    assert snapshot(by_grandchildren) == expected
 
 
 def test_bulk_lists_load_for_walks_not_for_browsing(orthanc: LoadedOrthanc, tmp_path: Path) -> None:
@@ -65,16 +69,38 @@ def test_bulk_lists_load_for_walks_not_for_browsing(orthanc: LoadedOrthanc, tmp_
     tree.close()
 
 
+def test_a_walk_folder_by_folder_lists_grandchildren_in_one_request(orthanc: LoadedOrthanc, tmp_path: Path) -> None:
+    tree = Tree(orthanc.client, tmp_path, metadata_ttl=60, bulk_limit=0)
+    assert not tree.index.in_bulk_mode()
+
+    def cached(route: str, ids: list[str]) -> list[bool]:
+        return [tree.index.cache.peek(route.format(i)) is not None for i in ids]
+
+    patient = tree.resolve("by-patients/P-MULLER - Müller^Jürgen")
+    first_study, second_study = tree.children(patient).values()
+    series_of = {s.ident: [n.ident for n in tree.children(s).values()] for s in (first_study, second_study)}
+    assert not any(cached("/series/{}/instances", series_of[first_study.ident]))  # browsing: nothing ahead
+    assert all(cached("/series/{}/instances", series_of[second_study.ident]))  # walking
+    for ident in series_of[second_study.ident]:
+        assert tree.index.cache.peek(f"/series/{ident}/instances") == orthanc.client.get_json(
+            f"/series/{ident}/instances")
+    another = next(p for name, p in tree.children(tree.resolve("by-patients")).items() if name != patient.name)
+    studies = [s.ident for s in tree.children(another).values()]  # a second patient: its studies' series
+    assert all(cached("/studies/{}/series", studies))
+    tree.close()
+
+
 def test_a_walk_is_two_folders_of_one_kind_listed_close_together() -> None:
     now = [0.0]
     spotter = WalkSpotter(window=5.0, clock=lambda: now[0])
     series = [directory("by-uids", Role.SERIES, ident, 0) for ident in ("a", "b", "c")]
     study = directory("by-uids", Role.STUDY, "s", 0)
     assert not spotter.listed(series[0])
-    assert not spotter.listed(series[0])  # the same folder again: a refresh, not a walk
+    assert not spotter.listed(series[0])  # the same folder again keeps its verdict: a refresh, not a walk
     assert not spotter.listed(study)  # another kind
     now[0] = 4.0
     assert spotter.listed(series[1])
+    assert spotter.listed(series[1])  # ...also when it is walking (FUSE lists from the cache, then in a thread)
     now[0] = 9.5
     assert not spotter.listed(series[2])  # too long after
     assert not spotter.listed(directory("by-patients", Role.VIEW, "", 0))

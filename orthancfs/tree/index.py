@@ -48,6 +48,9 @@ CHILD_ROUTES = {
 CHILD_LEVEL = {"patients": "studies", "studies": "series", "series": "instances"}
 CHILD_IDS = {"patients": "Studies", "studies": "Series", "series": "Instances"}  # in each expanded item
 PARENT_KEY = {"studies": "ParentPatient", "series": "ParentStudy", "instances": "ParentSeries"}
+# Routes that list every grandchild of a patient or study, expanded, each naming its parent: during
+# a walk folder by folder, one request answers the listings of all the children of the folder.
+GRANDCHILD_ROUTES = {"patients": "/patients/{}/series", "studies": "/studies/{}/instances"}
 
 
 class Level:
@@ -109,6 +112,30 @@ class OrthancIndex:
         route = CHILD_ROUTES[level].format(orthanc_id)
         return self.cache.get(route, lambda: self.client.get_json(route))
 
+    def list_grandchildren(self, level: str, orthanc_id: str, children: list[dict[str, Any]]) -> None:
+        """Cache the child lists of every child of a patient or study, with one request.
+
+        For walks folder by folder (databases above the bulk limit): a walker lists each child
+        next, and Orthanc answers one bigger request for much less than one per child (our
+        CPU per request, most of it parsing HTTP, is what bounds such a walk).
+        """
+        if level not in GRANDCHILD_ROUTES:
+            return
+        child_level = CHILD_LEVEL[level]
+        routes = {child["ID"]: CHILD_ROUTES[child_level].format(child["ID"]) for child in children}
+        if all(self.cache.peek(route) is not None for route in routes.values()):
+            return
+
+        def by_child() -> dict[str, list[dict[str, Any]]]:
+            grouped: dict[str, list[dict[str, Any]]] = {route: [] for route in routes.values()}
+            for item in self.client.get_json(GRANDCHILD_ROUTES[level].format(orthanc_id)):
+                route = routes.get(item.get(PARENT_KEY[CHILD_LEVEL[child_level]], ""))
+                if route is not None:  # one that arrived since the children were listed waits for its own listing
+                    grouped[route].append(item)
+            return grouped
+
+        self.cache.fill(by_child)
+
     def _arrived_children(self, parents: Level | None, level: str, orthanc_id: str) -> list[dict[str, Any]] | None:
         """The children of one resource from a child list still loading, or None unless all have arrived.
 
@@ -134,6 +161,10 @@ class OrthancIndex:
 
     def statistics(self) -> dict[str, Any]:
         return self.cache.get("statistics", lambda: self.client.get_json("/statistics"))
+
+    def in_bulk_mode(self) -> bool:
+        """Whether folders are listed from whole-level lists (small databases, caching on)."""
+        return self._bulk()
 
     def _bulk(self) -> bool:
         if self.cache.ttl <= 0 or self.bulk_limit <= 0:

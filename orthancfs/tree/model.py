@@ -60,6 +60,7 @@ class WritePolicy:
     read_only: bool = False
 
 
+GRANDPARENTS = {Role.PATIENT: "patients", Role.STUDY: "studies"}  # folders whose children have folders of their own
 DELETABLE = {Role.PATIENT: "patients", Role.STUDY: "studies", Role.SERIES: "series", Role.INSTANCE: "instances"}
 
 
@@ -74,7 +75,7 @@ class Tree:
 
     def __init__(self, client: OrthancClient, state_dir: Path, *, metadata_ttl: float = 10.0,
                  spool_dir: str | None = None, page_size: int = PAGE_SIZE, policy: WritePolicy | None = None,
-                 bulk_limit: int = BULK_LIMIT, content_cache_bytes: int = 1 << 30):
+                 bulk_limit: int = BULK_LIMIT, content_cache_bytes: int = 1 << 30, walks: WalkSpotter | None = None):
         self.client = client
         self.policy = policy or WritePolicy()
         self.index = OrthancIndex(client, MetadataCache(metadata_ttl), page_size, bulk_limit)
@@ -86,7 +87,7 @@ class Tree:
         self._listings: LRUCache = LRUCache(MAX_REMEMBERED_DIRECTORIES)
         self._assigners: LRUCache = LRUCache(MAX_REMEMBERED_DIRECTORIES)
         self._lock = threading.Lock()
-        self._walks = WalkSpotter()
+        self._walks = walks or WalkSpotter()
 
     def children(self, node: Node, prefetch: bool = True) -> dict[str, Node]:
         """The entries of directory `node`, by name, sorted.
@@ -99,9 +100,12 @@ class Tree:
             raise NotADirectory(node.name)
         if node.view == UPLOADS:
             return self.uploads.children(node)
-        if prefetch and node.role is not Role.ROOT and self._walks.listed(node):
+        walking = prefetch and node.role is not Role.ROOT and self._walks.listed(node)
+        if walking:
             self.index.prepare_walk()
         found = views.sources(self.index, node)
+        if walking and node.role in GRANDPARENTS and not self.index.in_bulk_mode():
+            self.index.list_grandchildren(GRANDPARENTS[node.role], node.ident, found[0])
         with self._lock:
             listing = self._listings.get(node.key)
             if listing is None or not _same_sources(listing.found, found):

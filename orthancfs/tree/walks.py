@@ -23,13 +23,19 @@ class WalkSpotter:
     def __init__(self, window: float = WALK_WINDOW, clock: Callable[[], float] = time.monotonic):
         self.window = window
         self._clock = clock
-        self._last: dict[Role, tuple[NodeKey, float]] = {}  # kind of folder -> (which one, when) last listed
+        self._last: dict[Role, tuple[NodeKey, float, bool]] = {}  # kind -> (which folder, when, walking?) last
         self._lock = threading.Lock()
 
     def listed(self, folder: Node) -> bool:
-        """Note that `folder` is being listed; True if this looks like part of a walk."""
+        """Note that `folder` is being listed; True if this looks like part of a walk.
+
+        The same folder listed again soon keeps its verdict: the FUSE frontend tries a listing
+        from the cache first and then again in a worker thread.
+        """
         now = self._clock()
         with self._lock:
             previous = self._last.get(folder.role)
-            self._last[folder.role] = (folder.key, now)
-        return previous is not None and previous[0] != folder.key and now - previous[1] <= self.window
+            recent = previous is not None and now - previous[1] <= self.window
+            walking = recent and (previous[2] if previous[0] == folder.key else True)
+            self._last[folder.role] = (folder.key, now, walking)
+        return walking
