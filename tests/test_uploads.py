@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import threading
@@ -16,6 +17,7 @@ from orthancfs.demo.server import OrthancServer
 from orthancfs.errors import UploadRejected
 from orthancfs.orthanc import OrthancClient
 from orthancfs.tree.ingest import HEAD_BYTES, FileType, Ingester, ZipLimits, classify, media_storage_sop_class
+from orthancfs.tree.ledger import Ledger
 
 from . import uploads_data as data
 from .conftest import mounted
@@ -329,3 +331,29 @@ def test_a_swept_folder_is_gone_for_the_kernel_too(server: OrthancServer, orthan
         wait_for(lambda: not (mnt / "uploads/series").exists(), 1.0, "the kernel to forget the swept folder")
         assert cp("-r", folder, mnt / "uploads").returncode == 0  # the same copy again, at once
     assert count(orthanc) == 3
+
+
+class CountingLedger(Ledger):
+    saves = 0
+
+    def _save(self) -> None:
+        self.saves += 1
+        super()._save()
+
+
+def test_the_ledger_writes_a_burst_of_changes_together_and_everything_by_close(tmp_path: Path) -> None:
+    """A drop of many files that stay (not DICOM, refused) wrote the whole ledger once per file."""
+    path = tmp_path / "ledger.json"
+    ledger = CountingLedger(path)
+    for n in range(1000):
+        ledger.forget(f"f{n}", below=False)  # as each new upload does
+        ledger.record(f"f{n}", "not a DICOM file")
+    wait_for(lambda: path.exists() and len(json.loads(path.read_text())) == 1000, 30, "the burst on disk")
+    assert ledger.saves <= 5
+    ledger.forget("f1", below=False)
+    ledger.move("f2", "renamed")
+    ledger.close()  # writes what is pending at once
+    assert set(json.loads(path.read_text())) == {f"f{n}" for n in range(1000)} - {"f1", "f2"} | {"renamed"}
+    ledger.record("late", "kept after close")  # written at once
+    assert "late" in json.loads(path.read_text())
+    assert Ledger(path).get("renamed")["reason"] == "not a DICOM file"

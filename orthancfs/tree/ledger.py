@@ -9,14 +9,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+SAVE_DELAY = 0.2  # seconds: the changes of this moment are written together
+
 
 class Ledger:
-    """relative path -> {reason, time, entries}; written atomically on every change."""
+    """relative path -> {reason, time, entries}; written atomically, a moment after it changes.
+
+    Writing the whole file on every change made a big drop of files that stay (not DICOM, or
+    refused) quadratic: each kept file rewrote every record so far.  Changes are written together
+    SAVE_DELAY after the first of them, and close() writes what is pending.  A crash loses at most
+    that moment's reasons, never a file: start-up adopts kept files that have no record, and says so.
+    """
 
     def __init__(self, path: Path):
         self.path = path
         self._lock = threading.Lock()
         self._records: dict[str, dict[str, Any]] = self._load()
+        self._saving: threading.Timer | None = None  # a save is due
+        self._closed = False
 
     def _load(self) -> dict[str, dict[str, Any]]:
         try:
@@ -32,24 +42,51 @@ class Ledger:
         temporary.write_text(json.dumps(self._records, indent=1, ensure_ascii=False), encoding="utf-8")
         os.replace(temporary, self.path)
 
+    def _changed(self) -> None:
+        """With the lock held: have the records written soon (at once once closed)."""
+        if self._closed:
+            self._save()
+        elif self._saving is None:
+            self._saving = threading.Timer(SAVE_DELAY, self._save_due)
+            self._saving.daemon = True
+            self._saving.start()
+
+    def _save_due(self) -> None:
+        with self._lock:
+            if self._saving is not None:
+                self._saving = None
+                self._save()
+
+    def close(self) -> None:
+        """Write what is pending; later changes are written at once."""
+        with self._lock:
+            self._closed = True
+            due, self._saving = self._saving, None
+            if due is not None:
+                due.cancel()
+                self._save()
+
     def record(self, rel: str, reason: str, entries: list[tuple[str, str]] | None = None) -> None:
         with self._lock:
             self._records[rel] = {"reason": reason, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
                                   "entries": entries or []}
-            self._save()
+            self._changed()
 
     def get(self, rel: str) -> dict[str, Any] | None:
         with self._lock:
             return self._records.get(rel)
 
-    def forget(self, rel: str) -> None:
-        """Forget `rel` and everything below it."""
+    def forget(self, rel: str, below: bool = True) -> None:
+        """Forget `rel` and (unless `below` is False: a file) everything below it."""
         with self._lock:
-            doomed = [key for key in self._records if key == rel or key.startswith(rel + "/")]
+            if below:
+                doomed = [key for key in self._records if key == rel or key.startswith(rel + "/")]
+            else:  # one lookup instead of a scan: every new upload forgets its name
+                doomed = [rel] if rel in self._records else []
             for key in doomed:
                 del self._records[key]
             if doomed:
-                self._save()
+                self._changed()
 
     def move(self, old: str, new: str) -> None:
         """Follow a rename of `old` (a file or a folder) to `new`."""
@@ -59,7 +96,7 @@ class Ledger:
                 del self._records[key]
                 self._records[new + key[len(old):]] = value
             if moved:
-                self._save()
+                self._changed()
 
     def has_records(self) -> bool:
         with self._lock:
@@ -76,4 +113,4 @@ class Ledger:
             for key in stale:
                 del self._records[key]
             if stale:
-                self._save()
+                self._changed()

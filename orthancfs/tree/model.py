@@ -261,6 +261,7 @@ class Tree:
         return FsStats(int(stats.get("TotalDiskSize", 0)), int(stats.get("CountInstances", 0)), free)
 
     def close(self) -> None:
+        self.uploads.close()
         self.content.close()
         self.index.close()
 

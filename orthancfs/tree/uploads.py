@@ -86,6 +86,9 @@ class UploadArea:
         self._lock = threading.Lock()
         self._adopt_leftovers()
 
+    def close(self) -> None:
+        self.ledger.close()
+
     # --- paths and nodes ------------------------------------------------------
 
     def local(self, rel: str) -> str:
@@ -139,7 +142,7 @@ class UploadArea:
             fd = os.open(self.local(rel), os.O_RDWR | os.O_CREAT | os.O_EXCL, stat.S_IMODE(mode) | 0o600)
         except FileExistsError:
             raise AlreadyExists(f"uploads/{rel}") from None
-        self.ledger.forget(rel)
+        self.ledger.forget(rel, below=False)
         return self.node(rel), UploadHandle(self, rel, fd, writable=True, changed=True)
 
     def open(self, node: Node, writable: bool, truncate: bool) -> UploadHandle:
@@ -163,7 +166,7 @@ class UploadArea:
         if not parent.ident and name == REPORT_NAME:
             raise InvalidName("the report goes away with the files it describes")
         _local_call(os.unlink, self.local(rel), rel)
-        self.ledger.forget(rel)
+        self.ledger.forget(rel, below=False)
 
     def rmdir(self, parent: Node, name: str) -> None:
         rel = _join(parent.ident, name)
@@ -230,7 +233,7 @@ class UploadArea:
     def _consumed(self, rel: str, outcome: Outcome) -> bool:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.local(rel))
-        self.ledger.forget(rel)
+        self.ledger.forget(rel, below=False)
         log.info("uploads/%s: %s", rel, outcome.reason)
         if "/" in rel:
             with self._lock:
