@@ -96,14 +96,14 @@ def wait_mounted(path: Path, process: subprocess.Popen) -> None:
 class Mount:
     """A fresh mount of one kind (orthancfs or rclone), unmounted on exit."""
 
-    def __init__(self, kind: str, url: str, work: Path):
+    def __init__(self, kind: str, url: str, work: Path, options: tuple[str, ...] = ()):
         self.kind, self.path = kind, work / f"mnt-{kind}"
         self.path.mkdir(exist_ok=True)
         self.log = work / f"{kind}.log"
         if kind == "orthancfs":
             cache = tempfile.mkdtemp(dir=work)  # a cold content cache for every mount
             command = [sys.executable, "-m", "orthancfs", "mount", "--url", url, "--debug", "--cache-dir", cache,
-                       str(self.path)]
+                       *options, str(self.path)]
         else:
             command = ["rclone", "mount", ":webdav:", str(self.path), f"--webdav-url={url}/webdav/", "--read-only"]
         with open(self.log, "w") as log:
@@ -162,14 +162,20 @@ class Bench:
         self.peak_rss = 0.0
 
     def measure(self, name: str, baseline_name: str, operation: Callable[[Path], float | None],
-                baseline: Callable[[], float] | None, kinds=("orthancfs", "rclone"), warm: bool = False) -> None:
-        """Median over runs of `operation` on a fresh mount of each kind (warm: after one unmeasured run)."""
+                baseline: Callable[[], float] | None, kinds=("orthancfs", "rclone"), warm: bool = False,
+                options: tuple[str, ...] = (), baseline_of: str | None = None) -> None:
+        """Median over runs of `operation` on a fresh mount of each kind (warm: after one unmeasured run).
+
+        `options`: for the orthancfs mount; `baseline_of`: compare with the baseline runs of that
+        earlier row instead of measuring them again."""
+        if baseline_of is not None:
+            kinds = ("orthancfs",)
         results: dict[str, list[float]] = {kind: [] for kind in kinds}
         requests_sent: list[int] = []
         for _ in range(self.runs):
             for kind in kinds:
                 drop_caches()
-                mount = Mount(kind, self.server.url, self.work)
+                mount = Mount(kind, self.server.url, self.work, options if kind == "orthancfs" else ())
                 try:
                     if warm:
                         operation(mount.path)
@@ -180,7 +186,12 @@ class Bench:
                         self.peak_rss = max(self.peak_rss, mount.peak_rss_mib())
                 finally:
                     mount.close()
-        base = [self._baseline(baseline, warm) for _ in range(self.runs)] if baseline else results.get("rclone", [])
+        if baseline_of is not None:
+            base = next(row[3] for row in self.rows if row[0] == baseline_of)
+        elif baseline:
+            base = [self._baseline(baseline, warm) for _ in range(self.runs)]
+        else:
+            base = results.get("rclone", [])
         self.rows.append((name, baseline_name, results["orthancfs"], base, requests_sent))
         print(f"  {name}: orthancfs {statistics.median(results['orthancfs']):.3f}s, "
               f"{baseline_name} {statistics.median(base):.3f}s" if base else "", flush=True)
@@ -238,6 +249,9 @@ def run(args: argparse.Namespace) -> str:
         if "walk" in args.only:
             bench.measure("cold `find by-patients -type f`", "rclone", find, None)
             bench.measure("warm `find by-patients -type f`", "rclone", find, None, warm=True)
+            # Databases above --bulk-limit (most real PACS) are walked folder by folder.
+            bench.measure("cold `find by-patients -type f`, folder by folder (`--bulk-limit 0`)", "rclone", find,
+                          None, options=("--bulk-limit", "0"), baseline_of="cold `find by-patients -type f`")
             bench.measure("cold `find by-patients -ls`", "rclone", find_ls, None)
             bench.measure("warm `find by-patients -ls`", "rclone", find_ls, None, warm=True)
             series_folder = lambda m: sorted(study_of(m).iterdir())[0]  # noqa: E731

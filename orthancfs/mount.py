@@ -106,7 +106,7 @@ def mount_from_settings(settings: dict[str, Any], ready_callbacks: Iterable[Call
         policy = WritePolicy(uploads=not settings["no_upload"], deletes=settings["allow_delete"],
                              read_only=settings["read_only"])
         tree = Tree(client, state_dir, metadata_ttl=settings["metadata_ttl"], spool_dir=spool_dir, policy=policy,
-                    content_cache_bytes=settings["cache_size"])
+                    content_cache_bytes=settings["cache_size"], bulk_limit=settings["bulk_limit"])
         stack.callback(tree.close)
         fuse = FuseSettings(uid=settings["uid"], gid=settings["gid"], umask=settings["umask"],
                             cache_timeout=settings["metadata_ttl"])

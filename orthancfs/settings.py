@@ -17,6 +17,8 @@ from typing import Any
 
 from .errors import UsageError
 
+BULK_LIMIT = 50_000  # default of bulk_limit (see tree/index.py); here so that the CLI stays light to import
+
 SYSTEM_CONFIG = Path("/etc/orthancfs/orthancfs.conf")
 
 
@@ -79,6 +81,13 @@ def _size(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"not a count: {text!r}")
+    return value
+
+
 def _text(text: str) -> str:
     if not text:
         raise ValueError("empty")
@@ -118,6 +127,8 @@ OPTIONS = [
     Option("timeout", _positive_seconds, 30.0, "give up (EIO) when Orthanc is silent this long", "SECONDS"),
     Option("metadata_ttl", _seconds, 10.0, "how long listings and attributes are trusted; 0 asks every time",
            "SECONDS"),
+    Option("bulk_limit", _count, BULK_LIMIT, "list from whole-level lists while Orthanc holds at most this many "
+           "resources (patients, studies, series and instances); 0: always folder by folder", "N"),
     Option("uid", _id, os.getuid(), "owner of every file", "UID"),
     Option("gid", _id, os.getgid(), "group of every file", "GID"),
     Option("umask", _umask, 0o022, "permission bits to remove, in octal", "OCTAL"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -220,3 +221,17 @@ def test_another_version_is_a_new_spool_and_the_old_one_goes_with_its_last_reade
     new.close()
     assert list(store._spools.values()) == [new.spool]  # the current version stays cached
     store.close()
+
+
+def test_a_bulk_limit_of_zero_walks_folder_by_folder_and_sees_the_same_tree(
+        orthanc: LoadedOrthanc, tmp_path: Path) -> None:
+    whole_levels = re.compile(r"GET /(studies|series|instances)$", re.M)  # the bulk lists' requests
+    listings = {}
+    for name, args in (("bulk", ()), ("folder-by-folder", ("--bulk-limit", "0"))):
+        (tmp_path / name).mkdir()
+        with mounted(orthanc.url, tmp_path / name, "--debug", *args) as mnt:
+            listings[name] = sorted(str(p.relative_to(mnt)) for p in (mnt / "by-patients").rglob("*"))
+        log = (tmp_path / name / "mount-mnt.log").read_text()
+        assert bool(whole_levels.search(log)) == (name == "bulk"), log[-2000:]
+    assert listings["folder-by-folder"] == listings["bulk"]
+    assert re.search(r"GET /studies/[0-9a-f-]+/instances$", log, re.M)  # a study's grandchildren at once

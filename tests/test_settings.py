@@ -71,6 +71,7 @@ def test_source_is_a_url_or_a_profile_and_the_profile_can_name_the_mountpoint(tm
     ("[profile p]\nbogus = 1\n", ":2: unknown option 'bogus'"),
     ("[profile p]\ntimeout = soon\n", ":2: timeout:"),
     ("[profile p]\n\nuid = -1\n", ":3: uid:"),
+    ("[profile p]\nbulk_limit = -5\n", ":2: bulk_limit: not a count"),
     ("[profile p]\npassword = hunter2\n", ":2: put secrets in a private file"),
     ("timeout = 1\n", ":1: expected 'name = value' inside a [section]"),
     ("[server p]\n", ":1: sections are [defaults] and [profile NAME]"),

@@ -23,11 +23,12 @@ from typing import Any
 from ..cache import MetadataCache
 from ..errors import NotFound
 from ..orthanc import OrthancClient
+from ..settings import BULK_LIMIT
 
 PAGE_SIZE = 1000
-# Resources of all levels; above this, folders are listed one by one.  Decoded expanded JSON
-# costs about 1 KB per resource: 50,000 keep peak RSS well under 250 MB.
-BULK_LIMIT = 50_000
+# BULK_LIMIT (the default of --bulk-limit): resources of all levels; above it, folders are listed
+# one by one.  Decoded expanded JSON costs about 1 KB per resource: 50,000 keep peak RSS well
+# under 250 MB.
 PARALLEL_PAGES = 4  # pages of one bulk list fetched at once (Orthanc answers them in parallel)
 COUNT_KEYS = {"patients": "CountPatients", "studies": "CountStudies", "series": "CountSeries",
               "instances": "CountInstances"}

@@ -95,7 +95,7 @@ def serve_webdav(settings: dict[str, Any], listen: str, users_file: str | None, 
         policy = WritePolicy(uploads=not settings["no_upload"], deletes=settings["allow_delete"],
                              read_only=settings["read_only"])
         tree = Tree(client, state_dir, metadata_ttl=settings["metadata_ttl"], spool_dir=spool_dir, policy=policy,
-                    content_cache_bytes=settings["cache_size"])
+                    content_cache_bytes=settings["cache_size"], bulk_limit=settings["bulk_limit"])
         stack.callback(tree.close)
         app = refuse_infinite_propfind(WsgiDAVApp(wsgidav_config(tree, users, windows_names, settings["debug"])))
         server = wsgi.Server((host, port), app, numthreads=16, server_name="orthancfs")
