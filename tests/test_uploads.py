@@ -357,3 +357,13 @@ def test_the_ledger_writes_a_burst_of_changes_together_and_everything_by_close(t
     ledger.record("late", "kept after close")  # written at once
     assert "late" in json.loads(path.read_text())
     assert Ledger(path).get("renamed")["reason"] == "not a DICOM file"
+
+
+@pytest.mark.allow_warnings
+def test_a_ledger_that_cannot_be_written_says_so_and_keeps_its_records(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "not-a-folder").write_text("")
+    ledger = Ledger(tmp_path / "not-a-folder" / "ledger.json")  # writing it fails (ENOTDIR, even as root)
+    ledger.record("kept.txt", "not a DICOM file")
+    wait_for(lambda: any("cannot write" in r.getMessage() for r in caplog.records), 30, "the warning")
+    assert ledger.get("kept.txt")["reason"] == "not a DICOM file"  # still shown (xattr, report)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 SAVE_DELAY = 0.2  # seconds: the changes of this moment are written together
 
@@ -53,9 +56,13 @@ class Ledger:
 
     def _save_due(self) -> None:
         with self._lock:
-            if self._saving is not None:
-                self._saving = None
+            if self._saving is None:
+                return  # close() saved
+            self._saving = None
+            try:
                 self._save()
+            except OSError as exc:  # nobody to raise to in this thread; the next change tries again
+                log.warning("cannot write %s: %s", self.path, exc)
 
     def close(self) -> None:
         """Write what is pending; later changes are written at once."""
