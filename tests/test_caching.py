@@ -94,18 +94,20 @@ def test_a_walk_folder_by_folder_lists_grandchildren_in_one_request(orthanc: Loa
 def test_a_walk_is_two_folders_of_one_kind_listed_close_together() -> None:
     now = [0.0]
     spotter = WalkSpotter(window=5.0, clock=lambda: now[0])
-    series = [directory("by-uids", Role.SERIES, ident, 0) for ident in ("a", "b", "c")]
-    study = directory("by-uids", Role.STUDY, "s", 0)
-    assert not spotter.listed(series[0])
-    assert not spotter.listed(series[0])  # the same folder again keeps its verdict: a refresh, not a walk
-    assert not spotter.listed(study)  # another kind
+    studies = [directory("by-studies", Role.STUDY, ident, 0) for ident in ("a", "b", "c")]
+    patient = directory("by-patients", Role.PATIENT, "p", 0)
+    assert not spotter.listed(studies[0])
+    assert not spotter.listed(studies[0])  # the same folder again keeps its verdict: a refresh, not a walk
+    assert not spotter.listed(patient)  # another kind
     now[0] = 4.0
-    assert spotter.listed(series[1])
-    assert spotter.listed(series[1])  # ...also when it is walking (FUSE lists from the cache, then in a thread)
+    assert spotter.listed(studies[1])
+    assert spotter.listed(studies[1])  # ...also when it is walking (FUSE lists from the cache, then in a thread)
     now[0] = 9.5
-    assert not spotter.listed(series[2])  # too long after
+    assert not spotter.listed(studies[2])  # too long after
     assert not spotter.listed(directory("by-patients", Role.VIEW, "", 0))
     assert spotter.listed(directory("by-studies", Role.VIEW, "", 0))
+    # The series of one study are few: walking them is no reason to load the whole index.
+    assert not any(spotter.listed(directory("by-uids", Role.SERIES, ident, 0)) for ident in ("x", "y", "z"))
 
 
 def test_a_folder_is_listed_from_arrived_pages_only_when_they_hold_all_its_children(

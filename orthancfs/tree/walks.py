@@ -4,8 +4,10 @@ Loading every level of the index in bulk is what makes a cold walk fast, but for
 only competes with the folder's own request for Orthanc's database lock: a series folder listed
 right after mounting took 6 ms alone and 7-46 ms beside the bulk loads (medians 6 and 20 ms), and
 on a shared PACS it is load nobody asked for.  A walk lists folders of one kind one after the
-other (the series of a study, the studies of a patient); browsing goes down one folder of each
+other (the studies of a patient, the patients of a view); browsing goes down one folder of each
 kind.  So two different folders of the same kind listed close together start the bulk loads.
+Series do not count: a walk of one study (`cp -r` of it, a script reading it) lists its few
+series one by one for less than the whole index would cost, and reads them beside no bulk load.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class WalkSpotter:
         The same folder listed again soon keeps its verdict: the FUSE frontend tries a listing
         from the cache first and then again in a worker thread.
         """
+        if folder.role is Role.SERIES:
+            return False
         now = self._clock()
         with self._lock:
             previous = self._last.get(folder.role)
