@@ -322,14 +322,17 @@ def measure_uploads(bench: Bench, work: Path, count: int) -> None:
                   lambda mount: copy_in(mount, writers=4), parallel_posts, kinds=("orthancfs",))
 
 
+def large_identifiers(n: int) -> list[str]:
+    """PatientID, PatientName, then the study, series and SOP instance UIDs of large patient `n`."""
+    number = 10**9 + n  # ten digits, no leading zero (a UID rule)
+    return [f"L{n:06d}", f"Large^{n:06d}", *(f"1.2.826.0.1.3680043.10.999.{kind}.{number}" for kind in (1, 2, 3))]
+
+
 def large_payloads(count: int):  # noqa: ANN201 - a generator of bytes
     """`count` patients of one instance each.  One file is made with pydicom; each copy swaps its
     fixed-width identifiers (same lengths, so every element stays valid): making 100,000 files
     with pydicom took longer than Orthanc took to store them."""
-    def identifiers(n: int) -> list[str]:
-        number = 10**9 + n  # ten digits, no leading zero (a UID rule)
-        return [f"L{n:06d}", f"Large^{n:06d}", *(f"1.2.826.0.1.3680043.10.999.{kind}.{number}" for kind in (1, 2, 3))]
-
+    identifiers = large_identifiers
     first = identifiers(0)
     template = make_dicom(Spec(first[0], first[1], first[2], first[3], sop_uid=first[4]))
     for n in range(count):
@@ -366,6 +369,20 @@ def measure_large(bench: Bench, server: OrthancServer, work: Path) -> None:
 
     bench.measure("`ls by-patients` with 100,000+ patients", "raw paged REST listing", listing, raw_listing,
                   kinds=("orthancfs",))
+
+    # A script opening a path it knows (UIDs from its own records) in a big database.
+    *_, study_uid, series_uid, sop_uid = large_identifiers(54_321)
+    known = Path("by-uids", study_uid, series_uid, f"{sop_uid}.dcm")
+
+    def raw_open() -> float:
+        started = time.perf_counter()
+        with requests.Session() as session:
+            [found] = session.post(f"{server.url}/tools/lookup", data=sop_uid).json()
+            raw_first_bytes(f"{server.url}{found['Path']}/file", 132)
+        return time.perf_counter() - started
+
+    bench.measure("open a known `by-uids/` path, read 132 bytes (100,000+ studies)", "raw lookup + GET",
+                  lambda m: timed(lambda: first_bytes(m / known, 132)), raw_open, kinds=("orthancfs",))
 
 
 def report(args: argparse.Namespace, server: OrthancServer, stats: dict, bench: Bench) -> str:

@@ -158,11 +158,12 @@ class OrthancClient:
         return Capabilities.from_system(self.system)
 
     def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        response = self._request("GET", path, params=params)
-        try:
-            return response.json()
-        except ValueError:
-            raise OrthancFailed(f"GET {path}: Orthanc answered with something that is not JSON") from None
+        return _json_of(self._request("GET", path, params=params), f"GET {path}")
+
+    def lookup(self, identifier: str) -> list[dict[str, Any]]:
+        """`POST /tools/lookup`: the resources whose patient ID or study, series or SOP instance
+        UID is `identifier`, each as {ID, Path, Type}.  Changes nothing, despite the POST."""
+        return _json_of(self._request("POST", "/tools/lookup", data=identifier.encode()), "POST /tools/lookup")
 
     def get_bytes(self, path: str) -> bytes:
         return self._request("GET", path).content
@@ -300,6 +301,13 @@ class OrthancClient:
 
 
 Sender = Callable[..., requests.Response]
+
+
+def _json_of(response: requests.Response, what: str) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise OrthancFailed(f"{what}: Orthanc answered with something that is not JSON") from None
 
 
 def _body_of(path: str) -> bytes | BinaryIO:

@@ -237,3 +237,18 @@ def test_a_bulk_limit_of_zero_walks_folder_by_folder_and_sees_the_same_tree(
         assert bool(whole_levels.search(log)) == (name == "bulk"), log[-2000:]
     assert listings["folder-by-folder"] == listings["bulk"]
     assert re.search(r"GET /studies/[0-9a-f-]+/instances$", log, re.M)  # a study's grandchildren at once
+
+
+def test_opening_a_known_by_uids_path_loads_no_whole_list(orthanc: LoadedOrthanc, tmp_path: Path) -> None:
+    client = orthanc.client
+    instance = client.get_json(f"/instances/{orthanc.big_instance_id}")
+    series = client.get_json(f"/series/{instance['ParentSeries']}")
+    study = client.get_json(f"/studies/{series['ParentStudy']}")
+    uids = [r["MainDicomTags"][tag] for r, tag in ((study, "StudyInstanceUID"), (series, "SeriesInstanceUID"),
+                                                   (instance, "SOPInstanceUID"))]
+    path = "by-uids/{}/{}/{}.dcm".format(*uids)
+    with mounted(orthanc.url, tmp_path, "--debug") as mnt, open(mnt / path, "rb") as file:
+        assert file.read(132)[128:] == b"DICM"
+    log = (tmp_path / "mount-mnt.log").read_text()
+    assert not re.search(r"GET /(patients|studies|series|instances)$", log, re.M), log
+    assert "POST /tools/lookup" in log

@@ -105,6 +105,26 @@ def test_by_uids_names_and_duplicate_uids(tree: Tree, orthanc: LoadedOrthanc) ->
             assert path.rsplit("/", 1)[1] == f"{sop}.dcm"
 
 
+def test_a_study_is_looked_up_by_uid_without_listing_every_study(orthanc: LoadedOrthanc, tmp_path: Path) -> None:
+    """Scripts open by-uids/ paths directly: one study must not cost the list of all of them."""
+    listed = Tree(orthanc.client, tmp_path / "listed", metadata_ttl=60)
+    expected = listed.children(listed.resolve("by-uids"))
+    shared = {dataset.SHARED_STUDY_UID, f"{dataset.SHARED_STUDY_UID} (1)"}
+    tree = Tree(orthanc.client, tmp_path / "state", metadata_ttl=60)
+    for name, node in expected.items():
+        if name not in shared:
+            assert tree.resolve(f"by-uids/{name}") == node
+    with pytest.raises(NotFound):
+        tree.resolve("by-uids/1.2.3.4.5.6")
+    [instance] = [p for p, n in files(listed, "by-uids") if n.ident == orthanc.big_instance_id]
+    assert tree.resolve(instance.lstrip("/")).ident == orthanc.big_instance_id
+    assert tree.index.cache.peek(("all", "studies")) is None  # no study list was loaded
+    for name in shared:  # a UID two studies share: the listing numbers them
+        assert tree.resolve(f"by-uids/{name}") == expected[name]
+    listed.close()
+    tree.close()
+
+
 def test_json_files_hold_the_rest_documents_with_exact_sizes(tree: Tree, orthanc: LoadedOrthanc) -> None:
     documents = [(p, n) for p, n in files(tree, "by-uids") if n.kind is Kind.JSON]
     assert {p.rsplit("/", 1)[1] for p, _ in documents} == {"study.json", "series.json"}

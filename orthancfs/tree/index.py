@@ -113,6 +113,12 @@ class OrthancIndex:
         route = CHILD_ROUTES[level].format(orthanc_id)
         return self.cache.get(route, lambda: self.client.get_json(route))
 
+    def studies_with_uid(self, uid: str) -> list[dict[str, Any]]:
+        """The expanded studies whose StudyInstanceUID is `uid` (two patients may share one),
+        with two small requests instead of the list of every study."""
+        found = self.cache.get(("lookup", uid), lambda: self.client.lookup(uid))
+        return [self.item(item["Path"]) for item in found if item.get("Type") == "Study"]
+
     def list_grandchildren(self, level: str, orthanc_id: str, children: list[dict[str, Any]]) -> None:
         """Cache the child lists of every child of a patient or study, with one request.
 
@@ -158,7 +164,11 @@ class OrthancIndex:
             if item is None:
                 raise NotFound(route)
             return self.cache.get(("document", route), lambda: render_json(item))
-        return self.cache.get(("document", route), lambda: render_json(self.client.get_json(route)))
+        return self.cache.get(("document", route), lambda: render_json(self.item(route)))
+
+    def item(self, route: str) -> dict[str, Any]:
+        """`GET /{level}/{id}`, cached: a study found by UID and its study.json share one request."""
+        return self.cache.get(route, lambda: self.client.get_json(route))
 
     def statistics(self) -> dict[str, Any]:
         return self.cache.get("statistics", lambda: self.client.get_json("/statistics"))

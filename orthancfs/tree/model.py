@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import shutil
 import threading
 import time
@@ -60,6 +61,7 @@ class WritePolicy:
     read_only: bool = False
 
 
+UID_NAME = re.compile(r"[0-9]+(\.[0-9]+)*")  # a DICOM UID: digits and dots, as by-uids/ names them
 GRANDPARENTS = {Role.PATIENT: "patients", Role.STUDY: "studies"}  # folders whose children have folders of their own
 DELETABLE = {Role.PATIENT: "patients", Role.STUDY: "studies", Role.SERIES: "series", Role.INSTANCE: "instances"}
 
@@ -124,10 +126,31 @@ class Tree:
     def lookup(self, parent: Node, name: str) -> Node:
         if parent.view == UPLOADS:
             return self.uploads.lookup(parent, name)
+        if parent.role is Role.VIEW and parent.view == views.BY_UIDS:
+            found = self._study_by_uid(parent, name)
+            if found is not None:
+                return found
         try:
             return self.children(parent, prefetch=False)[name]
         except KeyError:
             raise NotFound(name) from None
+
+    def _study_by_uid(self, by_uids: Node, name: str) -> Node | None:
+        """`by-uids/{StudyInstanceUID}` without listing every study (unless that list is cached).
+
+        Scripts open such paths directly; listing `by-uids/` to find one study loaded the whole
+        studies list: seconds and hundreds of MB for 100,000 studies.  None: the listing decides
+        (a name that is not a bare UID, a UID two studies share: they are numbered).
+        """
+        if not UID_NAME.fullmatch(name) or self.index.cache.peek(("all", "studies")) is not None:
+            return None
+        studies = self.index.studies_with_uid(name)
+        if not studies:
+            raise NotFound(name)
+        if len(studies) > 1:
+            return None
+        [(wanted, node)] = views.entries(by_uids, (studies,))
+        return node.named(name) if wanted.stem == name else None
 
     def resolve(self, path: str) -> Node:
         """The node at a slash-separated path relative to the root."""
