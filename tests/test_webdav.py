@@ -117,6 +117,24 @@ def test_a_replaced_instance_gets_its_new_bytes_and_a_new_etag(server: OrthancSe
             assert webdav.stop() == 0
 
 
+def test_a_known_by_uids_url_is_served_without_listing_every_study(server: OrthancServer, tmp_path: Path) -> None:
+    with server.client() as client:
+        instance = client.get_json("/instances", {"expand": ""})[0]
+        series = client.get_json(f"/series/{instance['ParentSeries']}")
+        study = client.get_json(f"/studies/{series['ParentStudy']}")
+        expected = client.get_bytes(f"/instances/{instance['ID']}/file")
+    uids = [r["MainDicomTags"][tag] for r, tag in ((study, "StudyInstanceUID"), (series, "SeriesInstanceUID"),
+                                                   (instance, "SOPInstanceUID"))]
+    webdav = WebDAV(server.url, tmp_path, "--debug")
+    try:
+        assert requests.get("{}/by-uids/{}/{}/{}.dcm".format(webdav.url, *uids)).content == expected
+        assert requests.get(f"{webdav.url}/by-uids/1.2.3.4.5.6/").status_code == 404
+    finally:
+        assert webdav.stop() == 0
+    log = webdav.log.read_text()
+    assert "POST /tools/lookup" in log and not re.search(r"GET /(patients|studies|series|instances)$", log, re.M), log
+
+
 def _walk(base: str, path: str) -> list[str]:
     found = []
     for href in hrefs(propfind(base + path))[1:]:
