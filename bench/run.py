@@ -332,12 +332,11 @@ def large_payloads(count: int):  # noqa: ANN201 - a generator of bytes
     """`count` patients of one instance each.  One file is made with pydicom; each copy swaps its
     fixed-width identifiers (same lengths, so every element stays valid): making 100,000 files
     with pydicom took longer than Orthanc took to store them."""
-    identifiers = large_identifiers
-    first = identifiers(0)
+    first = large_identifiers(0)
     template = make_dicom(Spec(first[0], first[1], first[2], first[3], sop_uid=first[4]))
     for n in range(count):
         data = template
-        for old, new in zip(first, identifiers(n), strict=True):
+        for old, new in zip(first, large_identifiers(n), strict=True):
             data = data.replace(old.encode(), new.encode())
         yield data
 

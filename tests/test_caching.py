@@ -44,7 +44,7 @@ def test_bulk_listings_equal_folder_by_folder_listings(orthanc: LoadedOrthanc, t
     # Pages of three: the walk runs while the bulk lists arrive, so many folders are
     # listed from partly loaded lists.
     while_loading = Tree(orthanc.client, tmp_path / "c", metadata_ttl=60, page_size=3)
-    assert bulk.index._bulk() and not folder_by_folder.index._bulk()
+    assert bulk.index.in_bulk_mode() and not folder_by_folder.index.in_bulk_mode()
     expected = snapshot(folder_by_folder)
     assert snapshot(bulk) == expected
     assert snapshot(while_loading) == expected

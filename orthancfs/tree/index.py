@@ -101,7 +101,7 @@ class OrthancIndex:
         load in the background: a single `ls` stays as fast as one request, and a walk
         follows the pages as they come instead of asking folder by folder.
         """
-        if self._bulk():
+        if self.in_bulk_mode():
             parents, children = self.cache.peek(("all", level)), self.cache.peek(("all", CHILD_LEVEL[level]))
             if parents is not None and children is not None:
                 if orthanc_id not in parents.by_id:
@@ -158,7 +158,7 @@ class OrthancIndex:
     def document(self, level: str, orthanc_id: str) -> bytes:
         """`GET /{level}/{id}` rendered the way study.json/series.json show it."""
         route = f"/{level}/{orthanc_id}"
-        loaded = self.cache.peek(("all", level)) if self._bulk() else None
+        loaded = self.cache.peek(("all", level)) if self.in_bulk_mode() else None
         if loaded is not None:
             item = loaded.by_id.get(orthanc_id)
             if item is None:
@@ -175,9 +175,6 @@ class OrthancIndex:
 
     def in_bulk_mode(self) -> bool:
         """Whether folders are listed from whole-level lists (small databases, caching on)."""
-        return self._bulk()
-
-    def _bulk(self) -> bool:
         if self.cache.ttl <= 0 or self.bulk_limit <= 0:
             return False  # without a cache, bulk would reload everything for every folder
         statistics = self.statistics()
@@ -188,14 +185,14 @@ class OrthancIndex:
 
     def prepare_walk(self) -> None:
         """A folder is being listed: in bulk mode, load the levels below patients (top down) in the background."""
-        if self._bulk() and any(self.cache.peek(("all", level)) is None for level in LEVELS[1:]):
+        if self.in_bulk_mode() and any(self.cache.peek(("all", level)) is None for level in LEVELS[1:]):
             with self._walk_lock:
                 if self._walk_prepared is not None and not self._walk_prepared.done():
                     return  # loading already
                 self._walk_prepared = self._prefetch.submit(self._load_deeper, "patients")
 
     def _load_level(self, level: str) -> Level:
-        if not self._bulk():  # only the top-level lists, for listing: keep what listings read
+        if not self.in_bulk_mode():  # only the top-level lists, for listing: keep what listings read
             return Level(self._all(f"/{level}", self._expected(level), on_page=_keep_listed_parts),
                          PARENT_KEY.get(level))
         arriving = self._arriving[level] = {}

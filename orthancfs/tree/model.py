@@ -34,7 +34,7 @@ from . import views
 from .index import BULK_LIMIT, PAGE_SIZE, OrthancIndex
 from .ingest import Ingester
 from .naming import NameAssigner
-from .nodes import Kind, Node, Role, directory
+from .nodes import ROLE_LEVEL, Kind, Node, Role, directory
 from .uploads import UPLOADS, UploadArea, UploadHandle
 from .walks import WalkSpotter
 
@@ -62,8 +62,6 @@ class WritePolicy:
 
 
 UID_NAME = re.compile(r"[0-9]+(\.[0-9]+)*")  # a DICOM UID: digits and dots, as by-uids/ names them
-GRANDPARENTS = {Role.PATIENT: "patients", Role.STUDY: "studies"}  # folders whose children have folders of their own
-DELETABLE = {Role.PATIENT: "patients", Role.STUDY: "studies", Role.SERIES: "series", Role.INSTANCE: "instances"}
 
 
 @dataclass
@@ -106,8 +104,8 @@ class Tree:
         if walking:
             self.index.prepare_walk()
         found = views.sources(self.index, node)
-        if walking and node.role in GRANDPARENTS and not self.index.in_bulk_mode():
-            self.index.list_grandchildren(GRANDPARENTS[node.role], node.ident, found[0])
+        if walking and node.role in ROLE_LEVEL and not self.index.in_bulk_mode():
+            self.index.list_grandchildren(ROLE_LEVEL[node.role], node.ident, found[0])
         with self._lock:
             listing = self._listings.get(node.key)
             if listing is None or not _same_sources(listing.found, found):
@@ -126,30 +124,33 @@ class Tree:
     def lookup(self, parent: Node, name: str) -> Node:
         if parent.view == UPLOADS:
             return self.uploads.lookup(parent, name)
-        if parent.role is Role.VIEW and parent.view == views.BY_UIDS:
-            found = self._study_by_uid(parent, name)
-            if found is not None:
-                return found
+        found = self.lookup_without_listing(parent, name)
+        if found is not None:
+            return found
         try:
             return self.children(parent, prefetch=False)[name]
         except KeyError:
             raise NotFound(name) from None
 
-    def _study_by_uid(self, by_uids: Node, name: str) -> Node | None:
-        """`by-uids/{StudyInstanceUID}` without listing every study (unless that list is cached).
+    def lookup_without_listing(self, parent: Node, name: str) -> Node | None:
+        """`name` in `parent` where it can be found without listing `parent`; None: only the
+        listing can tell.  Raises NotFound.  It answers only names that are their own display
+        name (bare UIDs), so frontends that rename for display may use it as it is.
 
-        Scripts open such paths directly; listing `by-uids/` to find one study loaded the whole
-        studies list: seconds and hundreds of MB for 100,000 studies.  None: the listing decides
-        (a name that is not a bare UID, a UID two studies share: they are numbered).
+        That is `by-uids/{StudyInstanceUID}`, unless every study is listed already: scripts open
+        such paths directly, and listing `by-uids/` to find one study loaded the whole studies
+        list (seconds and hundreds of MB for 100,000 studies).  A UID two studies share is left
+        to the listing, which numbers them.
         """
-        if not UID_NAME.fullmatch(name) or self.index.cache.peek(("all", "studies")) is not None:
+        if parent.role is not Role.VIEW or parent.view != views.BY_UIDS or not UID_NAME.fullmatch(name) \
+                or self.index.cache.peek(("all", "studies")) is not None:
             return None
         studies = self.index.studies_with_uid(name)
         if not studies:
             raise NotFound(name)
         if len(studies) > 1:
             return None
-        [(wanted, node)] = views.entries(by_uids, (studies,))
+        [(wanted, node)] = views.entries(parent, (studies,))
         return node.named(name) if wanted.stem == name else None
 
     def resolve(self, path: str) -> Node:
@@ -235,7 +236,7 @@ class Tree:
             return  # the kernel saw it a moment ago: gone meanwhile (e.g. with its last instance)
         if node.is_dir != folder:
             raise IsADirectory(name) if node.is_dir else NotADirectory(name)
-        level = DELETABLE.get(node.role)
+        level = ROLE_LEVEL.get(node.role)
         if level is None:
             raise NotPermitted(f"{name} is not an Orthanc resource and cannot be deleted")
         with contextlib.suppress(NotFound):  # already gone is what rm wanted

@@ -41,6 +41,7 @@ class Role(enum.StrEnum):
 
 
 NodeKey = tuple[str, Role, str]  # (view, role, identifier)
+ROLE_LEVEL = {Role.PATIENT: "patients", Role.STUDY: "studies", Role.SERIES: "series", Role.INSTANCE: "instances"}
 
 
 @dataclass(frozen=True, slots=True)  # slots: one per entry of every listing, 100,000s of them

@@ -16,7 +16,7 @@ from typing import Any
 
 from .index import OrthancIndex
 from .naming import Wanted, join_fields
-from .nodes import Kind, Node, Role, directory
+from .nodes import ROLE_LEVEL, Kind, Node, Role, directory
 
 BY_PATIENTS, BY_STUDIES, BY_DATES, BY_UIDS, UPLOADS = "by-patients", "by-studies", "by-dates", "by-uids", "uploads"
 VIEWS = (BY_DATES, BY_PATIENTS, BY_STUDIES, BY_UIDS)
@@ -35,7 +35,7 @@ def sources(index: OrthancIndex, node: Node) -> Sources:
         return (index.patients(),) if view == BY_PATIENTS else (index.studies(),)
     if role in (Role.YEAR, Role.MONTH, Role.UNDATED):
         return (index.studies(),)
-    level = {Role.PATIENT: "patients", Role.STUDY: "studies", Role.SERIES: "series"}[role]
+    level = ROLE_LEVEL[role]
     children = index.children(level, node.ident)
     if view == BY_UIDS and role in (Role.STUDY, Role.SERIES):
         return (children, index.document(level, node.ident))

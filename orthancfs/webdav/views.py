@@ -17,9 +17,6 @@ from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 from ..content import Content
 from ..errors import NotFound, OrthancFSError
 from ..tree import Kind, Node, Tree
-from ..tree.model import UID_NAME
-from ..tree.nodes import Role
-from ..tree.views import BY_UIDS
 from .access import require
 from .errors import dav_error
 from .names import windows_safe
@@ -62,24 +59,17 @@ class ViewsProvider(DAVProvider):
     def get_resource_inst(self, path: str, environ: dict) -> Any:
         node, parent, name = self.tree.root, None, ""
         for part in (p for p in path.strip("/").split("/") if p):
-            if node.role is Role.VIEW and node.view == BY_UIDS and UID_NAME.fullmatch(part):
-                found = self._study_by_uid(node, part)
-            else:
-                found = self.listing(node, prefetch=False).get(part)
+            try:  # its answers are names that display as they are (bare UIDs)
+                child = self.tree.lookup_without_listing(node, part)
+            except NotFound:
+                return None
+            except OrthancFSError as exc:
+                raise dav_error(exc) from None
+            found = (part, child) if child is not None else self.listing(node, prefetch=False).get(part)
             if found is None:
                 return None
             parent, (name, node) = node, found
         return make_resource(path, environ, node, parent, name)
-
-    def _study_by_uid(self, by_uids: Node, uid: str) -> tuple[str, Node] | None:
-        """`by-uids/{StudyInstanceUID}` as the mount finds it, without listing every study (a UID
-        is its own display name); None: there is no such study."""
-        try:
-            return uid, self.tree.lookup(by_uids, uid)
-        except NotFound:
-            return None
-        except OrthancFSError as exc:
-            raise dav_error(exc) from None
 
 
 def make_resource(path: str, environ: dict, node: Node, parent: Node | None, name: str) -> Any:
