@@ -217,7 +217,12 @@ class OrthancOperations(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         node = self._node(inode)
         writable = flags & os.O_ACCMODE != os.O_RDONLY
-        content = await self._model("open", self.tree.open, node, writable, bool(flags & os.O_TRUNC))
+        args = (node, writable, bool(flags & os.O_TRUNC))
+        if self.tree.opens_locally(node):  # a local file: cheaper in the loop than a thread hop
+            with self._errno("open"):
+                content = self.tree.open(*args)
+        else:
+            content = await self._model("open", self.tree.open, *args)
         handle = next(self._handles)
         self._files[handle] = content
         # Generated documents may change size between stat and open: let reads,

@@ -192,6 +192,12 @@ class Tree:
             return BytesContent(self.index.document(level, node.ident))
         raise IsADirectory(node.name)
 
+    @staticmethod
+    def opens_locally(node: Node) -> bool:
+        """True if open() touches only local files: an instance's spool (its download starts at the
+        first read), a staged upload, the report.  Generated documents ask Orthanc."""
+        return node.kind is not Kind.JSON
+
     # --- changes -------------------------------------------------------------------
 
     def _check_upload(self, node: Node) -> None:
