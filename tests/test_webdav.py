@@ -14,13 +14,16 @@ from pathlib import Path
 import bcrypt
 import pytest
 import requests
+from pydicom.uid import generate_uid
 
+from orthancfs.demo.samples import Spec, make_dicom
 from orthancfs.demo.server import OrthancServer, free_port, port_open
 
 from . import uploads_data as data
 from .helpers import wait_for
 
 STATUS_PROPERTY = "{http://orthancfs.invalid/ns}status"
+MIB = 1 << 20
 
 
 class WebDAV:
@@ -133,6 +136,27 @@ def test_a_known_by_uids_url_is_served_without_listing_every_study(server: Ortha
         assert webdav.stop() == 0
     log = webdav.log.read_text()
     assert "POST /tools/lookup" in log and not re.search(r"GET /(patients|studies|series|instances)$", log, re.M), log
+
+
+def test_a_file_of_several_blocks_is_served_whole_and_in_ranges(server: OrthancServer, tmp_path: Path) -> None:
+    """GET streams in 1 MiB blocks: content and ranges must come out exact across block boundaries."""
+    spec = Spec("BIG", "Big^File", generate_uid(), generate_uid(), frames=40, rows=256, columns=256)
+    with server.client() as client:
+        expected = make_dicom(spec)
+        client.upload(expected)
+    assert len(expected) > 3 * MIB
+    webdav = WebDAV(server.url, tmp_path)
+    try:
+        url = f"{webdav.url}/by-uids/{spec.study_uid}/{spec.series_uid}/{spec.sop_uid}.dcm"
+        for _ in range(2):  # while downloading from Orthanc, then from the local copy
+            assert requests.get(url).content == expected
+        for first, last in ((MIB - 10, MIB + 10), (5, 2 * MIB + 5), (len(expected) - MIB - 1, len(expected) - 1)):
+            part = requests.get(url, headers={"Range": f"bytes={first}-{last}"})
+            assert part.status_code == 206 and part.content == expected[first:last + 1], (first, last)
+        tail = requests.get(url, headers={"Range": "bytes=-1000"})
+        assert tail.status_code == 206 and tail.content == expected[-1000:]
+    finally:
+        assert webdav.stop() == 0
 
 
 def _walk(base: str, path: str) -> list[str]:

@@ -57,6 +57,9 @@ def wsgidav_config(tree: Tree, users: dict, windows_names: bool, debug: bool) ->
         "provider_mapping": {"/": ViewsProvider(tree, windows_names), "/uploads": UploadsProvider(tree)},
         "http_authenticator": {"domain_controller": UsersDomainController, "accept_basic": True,
                                "accept_digest": digest, "default_to_digest": digest, "trusted_auth_header": None},
+        # GET streams in blocks of this size: wsgidav's 8 KiB made a 64 MiB file take 8,192 trips through
+        # the WSGI server (0.13 s warm instead of 0.03 s).  At most one block per request is in memory.
+        "block_size": 1 << 20,
         "lock_storage": True,  # in memory: what Windows and macOS need to write into uploads/
         "property_manager": True,
         "dir_browser": {"enable": True},

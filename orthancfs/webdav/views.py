@@ -190,14 +190,24 @@ class ContentFile(io.RawIOBase):
     def tell(self) -> int:
         return self._position
 
+    def read(self, size: int = -1) -> bytes:
+        """The bytes themselves: RawIOBase's read() would copy them twice more (wsgidav reads 1 MiB blocks)."""
+        if size is None or size < 0:
+            return super().read(size)
+        return self._next(size)
+
     def readinto(self, buffer: Any) -> int:
+        data = self._next(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def _next(self, size: int) -> bytes:
         try:
-            data = self._content.read(self._position, len(buffer))
+            data = self._content.read(self._position, size)
         except NotFound:
             data = b""
-        buffer[: len(data)] = data
         self._position += len(data)
-        return len(data)
+        return data
 
     def close(self) -> None:
         if not self.closed:
