@@ -29,10 +29,10 @@ from pydicom.uid import generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from orthancfs.demo.samples import Spec, make_dicom  # noqa: E402
-from orthancfs.demo.server import OrthancServer  # noqa: E402
+from orthancfs.demo.server import OrthancServer, free_port  # noqa: E402
 
 MIB = 1 << 20
-GROUPS = ("walk", "read", "study", "uploads")
+GROUPS = ("walk", "read", "study", "uploads", "webdav")
 
 
 def generate(server: OrthancServer, patients: int, studies: int, series: int, instances: int, big: int) -> None:
@@ -93,31 +93,59 @@ def wait_mounted(path: Path, process: subprocess.Popen) -> None:
         time.sleep(0.02)
 
 
+def wait_listening(port: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            requests.options(f"http://127.0.0.1:{port}/", timeout=1)
+            return
+        except requests.ConnectionError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{process.args[:4]} did not listen: {process.poll()}") from None
+            time.sleep(0.02)
+
+
 class Mount:
-    """A fresh mount of one kind (orthancfs or rclone), unmounted on exit."""
+    """A fresh mount of one kind, unmounted on exit: orthancfs; rclone over Orthanc's WebDAV; or
+    webdav: rclone over `orthancfs webdav` (what a Windows or macOS user's WebDAV client meets)."""
 
     def __init__(self, kind: str, url: str, work: Path, options: tuple[str, ...] = ()):
         self.kind, self.path = kind, work / f"mnt-{kind}"
         self.path.mkdir(exist_ok=True)
-        self.log = work / f"{kind}.log"
+        self.log = work / f"{kind}.log"  # of ours: the orthancfs process (requests sent, peak RSS)
+        self.server: subprocess.Popen | None = None
+        cache = tempfile.mkdtemp(dir=work)  # a cold content cache for every mount
+        ours = [sys.executable, "-m", "orthancfs"]
         if kind == "orthancfs":
-            cache = tempfile.mkdtemp(dir=work)  # a cold content cache for every mount
-            command = [sys.executable, "-m", "orthancfs", "mount", "--url", url, "--debug", "--cache-dir", cache,
-                       *options, str(self.path)]
+            command = [*ours, "mount", "--url", url, "--debug", "--cache-dir", cache, *options, str(self.path)]
+        elif kind == "webdav":
+            port = free_port()
+            with open(self.log, "w") as log:
+                self.server = subprocess.Popen([*ours, "webdav", "--listen", f"127.0.0.1:{port}", "--url", url,
+                                                "--debug", "--cache-dir", cache, *options],
+                                               stdout=log, stderr=subprocess.STDOUT)
+            wait_listening(port, self.server)
+            command = ["rclone", "mount", ":webdav:", str(self.path), f"--webdav-url=http://127.0.0.1:{port}/",
+                       "--read-only"]
         else:
             command = ["rclone", "mount", ":webdav:", str(self.path), f"--webdav-url={url}/webdav/", "--read-only"]
-        with open(self.log, "w") as log:
+        mount_log = self.log if self.server is None else work / f"{kind}-rclone.log"
+        with open(mount_log, "w") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         wait_mounted(self.path, self.process)
 
+    @property
+    def ours(self) -> subprocess.Popen:
+        return self.server or self.process
+
     def requests_so_far(self) -> int:
-        if self.kind != "orthancfs":
+        if self.kind == "rclone":
             return 0
         return sum(1 for line in self.log.read_text().splitlines() if "orthancfs.orthanc: " in line and
                    any(f": {verb} /" in line for verb in ("GET", "POST", "DELETE")))
 
     def peak_rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{self.ours.pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
         return 0.0
@@ -125,6 +153,9 @@ class Mount:
     def close(self) -> None:
         subprocess.run(["fusermount3", "-u", "-z", str(self.path)], check=False)
         self.process.wait(30)
+        if self.server is not None:
+            self.server.terminate()
+            self.server.wait(30)
 
 
 def timed(command: list[str] | Callable[[], object]) -> float:
@@ -162,38 +193,39 @@ class Bench:
         self.peak_rss = 0.0
 
     def measure(self, name: str, baseline_name: str, operation: Callable[[Path], float | None],
-                baseline: Callable[[], float] | None, kinds=("orthancfs", "rclone"), warm: bool = False,
-                options: tuple[str, ...] = (), baseline_of: str | None = None) -> None:
-        """Median over runs of `operation` on a fresh mount of each kind (warm: after one unmeasured run).
+                baseline: Callable[[], float] | None, warm: bool = False, options: tuple[str, ...] = (),
+                baseline_of: str | None = None, mine: str = "orthancfs") -> None:
+        """Median over runs of `operation` on a fresh mount of `mine` and, unless there is another
+        baseline, of rclone over Orthanc's WebDAV (warm: after one unmeasured run).
 
-        `options`: for the orthancfs mount; `baseline_of`: compare with the baseline runs of that
-        earlier row instead of measuring them again."""
-        if baseline_of is not None:
-            kinds = ("orthancfs",)
+        `options`: for our process; `baseline_of`: compare with the baseline runs of that earlier
+        row (same baseline name) if it was measured, instead of measuring them again."""
+        earlier = next((row[3] for row in self.rows if (row[0], row[1]) == (baseline_of, baseline_name)), None)
+        kinds = (mine,) if earlier is not None or baseline else (mine, "rclone")
         results: dict[str, list[float]] = {kind: [] for kind in kinds}
         requests_sent: list[int] = []
         for _ in range(self.runs):
             for kind in kinds:
                 drop_caches()
-                mount = Mount(kind, self.server.url, self.work, options if kind == "orthancfs" else ())
+                mount = Mount(kind, self.server.url, self.work, options if kind == mine else ())
                 try:
                     if warm:
                         operation(mount.path)
                     before = mount.requests_so_far()
                     results[kind].append(operation(mount.path))
-                    if kind == "orthancfs":
+                    if kind == mine:
                         requests_sent.append(mount.requests_so_far() - before)
                         self.peak_rss = max(self.peak_rss, mount.peak_rss_mib())
                 finally:
                     mount.close()
-        if baseline_of is not None:
-            base = next(row[3] for row in self.rows if row[0] == baseline_of)
+        if earlier is not None:
+            base = earlier
         elif baseline:
             base = [self._baseline(baseline, warm) for _ in range(self.runs)]
         else:
-            base = results.get("rclone", [])
-        self.rows.append((name, baseline_name, results["orthancfs"], base, requests_sent))
-        print(f"  {name}: orthancfs {statistics.median(results['orthancfs']):.3f}s, "
+            base = results["rclone"]
+        self.rows.append((name, baseline_name, results[mine], base, requests_sent))
+        print(f"  {name}: {mine} {statistics.median(results[mine]):.3f}s, "
               f"{baseline_name} {statistics.median(base):.3f}s" if base else "", flush=True)
 
     @staticmethod
@@ -284,6 +316,15 @@ def run(args: argparse.Namespace) -> str:
                           lambda m: timed(["sh", "-c", read_study.format(study_of(m))]), None)
             bench.measure("`cp -r` of a study out of the mount", "rclone",
                           lambda m: timed(["cp", "-r", str(study_of(m)), tempfile.mkdtemp(dir=work)]), None)
+        if "webdav" in args.only:
+            # The same tree for WebDAV clients (Windows, macOS, file managers): rclone as the client,
+            # over `orthancfs webdav` instead of over Orthanc's own WebDAV.
+            copy_study = lambda m: timed(["cp", "-r", str(study_of(m)), tempfile.mkdtemp(dir=work)])  # noqa: E731
+            for row, operation in (("cold `find by-patients -type f`", find), ("cold `find by-patients -ls`", find_ls),
+                                   ("cold read of a 64 MiB instance", cat),
+                                   ("`cp -r` of a study out of the mount", copy_study)):
+                bench.measure(f"{row}: rclone over `orthancfs webdav`", "rclone", operation, None,
+                              baseline_of=row, mine="webdav")
         if "uploads" in args.only:
             measure_uploads(bench, work, args.upload_files)
         if args.large:
@@ -313,13 +354,13 @@ def measure_uploads(bench: Bench, work: Path, count: int) -> None:
 
     parallel_posts = lambda: post_all(bench.server.url, new_files())  # noqa: E731
     bench.measure(f"{count} small files, one `cp -r` into uploads/", f"{count} parallel POSTs", copy_in,
-                  parallel_posts, kinds=("orthancfs",))
+                  parallel_posts)
     # `cp` writes one file after the other, and each close() waits for Orthanc's answer (so that a
     # refusal reaches the writer): the fair ceiling for a single writer is sequential POSTs.
     bench.measure(f"{count} small files, one `cp -r` into uploads/", f"{count} sequential POSTs", copy_in,
-                  lambda: post_all(bench.server.url, new_files(), threads=1), kinds=("orthancfs",))
+                  lambda: post_all(bench.server.url, new_files(), threads=1))
     bench.measure(f"{count} small files, 4 `cp -r` at once into uploads/", f"{count} parallel POSTs",
-                  lambda mount: copy_in(mount, writers=4), parallel_posts, kinds=("orthancfs",))
+                  lambda mount: copy_in(mount, writers=4), parallel_posts)
 
 
 def large_identifiers(n: int) -> list[str]:
@@ -381,7 +422,7 @@ def measure_large(bench: Bench, server: OrthancServer, work: Path) -> None:
         return time.perf_counter() - started
 
     bench.measure("open a known `by-uids/` path, read 132 bytes (100,000+ studies)", "raw lookup + GET",
-                  lambda m: timed(lambda: first_bytes(m / known, 132)), raw_open, kinds=("orthancfs",))
+                  lambda m: timed(lambda: first_bytes(m / known, 132)), raw_open)
 
 
 def report(args: argparse.Namespace, server: OrthancServer, stats: dict, bench: Bench) -> str:
