@@ -176,6 +176,29 @@ def test_http_rules(dav: WebDAV) -> None:
     assert requests.get(dav.url + "/by-patients/nope/").status_code == 404
 
 
+LOCK_BODY = (b'<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
+             b'</D:lockscope><D:locktype><D:write/></D:locktype></D:lockinfo>')
+
+
+def test_only_what_can_be_written_can_be_locked(dav: WebDAV) -> None:
+    """The views are read-only: no locks there, so PROPFIND does not list lock properties of every
+    member.  uploads/ (and the root, which holds it) lock as WebDAV clients that write expect."""
+    def lock(path: str) -> int:
+        answer = requests.request("LOCK", dav.url + path, data=LOCK_BODY,
+                                  headers={"Depth": "0", "Timeout": "Second-60"})
+        if answer.ok:
+            unlocked = requests.request("UNLOCK", dav.url + path, headers={"Lock-Token": answer.headers["Lock-Token"]})
+            assert unlocked.status_code == 204
+        return answer.status_code
+
+    [instance] = [h for h in _walk(dav.url, "/by-uids/") if h.endswith(".dcm")][:1]
+    assert lock("/by-patients/") == lock(instance) == 403
+    assert lock("/") == lock("/uploads/") == 200
+    members = propfind(dav.url + "/by-patients/").text
+    assert "lockdiscovery" not in members and "supportedlock" not in members
+    assert "supportedlock" in propfind(dav.url + "/uploads/", depth="0").text
+
+
 def test_put_into_uploads_like_the_mount(dav: WebDAV, server: OrthancServer) -> None:
     [good, refused] = data.instances(2, "PUT")
     created = requests.put(dav.url + "/uploads/good.dcm", data=good)

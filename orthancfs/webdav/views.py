@@ -81,6 +81,20 @@ class _TreeResource:
     def __init__(self, path: str, environ: dict, node: Node, parent: Node | None, name: str):
         super().__init__(path, environ)  # type: ignore[call-arg]
         self.node, self.parent, self.tree_name = node, parent, name
+        self._ref_url: str | None = None
+
+    def get_ref_url(self) -> str:
+        # wsgidav asks for it once per property of every member of a PROPFIND, and quoting a
+        # path is slow Python: once per resource instead (a fifth of a WebDAV walk's CPU).
+        if self._ref_url is None:
+            self._ref_url = super().get_ref_url()  # type: ignore[misc]
+        return self._ref_url
+
+    def prevent_locking(self) -> bool:
+        # Nothing below the root of the views can be written, so a lock there guards nothing.  Without
+        # locking, PROPFIND leaves out lockdiscovery and supportedlock: no lock lookup per member,
+        # half the XML to write and for the client to parse.  The root stays lockable (it holds uploads/).
+        return self.parent is not None
 
     def get_display_name(self) -> str:
         return self.path.rstrip("/").rsplit("/", 1)[-1]
@@ -113,6 +127,12 @@ class _TreeResource:
 class TreeFolder(_TreeResource, DAVCollection):
     def get_member_names(self) -> list[str]:
         return list(self.provider.listing(self.node))
+
+    def get_member_list(self) -> list[Any]:
+        """Every member from one listing: wsgidav's default asks for the listing again per name."""
+        base = self.path.rstrip("/")
+        return [make_resource(f"{base}/{name}", self.environ, child, self.node, tree_name)
+                for name, (tree_name, child) in self.provider.listing(self.node).items()]
 
     def get_member(self, name: str) -> Any:
         found = self.provider.listing(self.node).get(name)
