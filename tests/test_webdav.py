@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from xml.etree import ElementTree
 
 import bcrypt
 import pytest
@@ -176,13 +177,61 @@ def test_http_rules(dav: WebDAV) -> None:
     assert requests.get(dav.url + "/by-patients/nope/").status_code == 404
 
 
+def properties(answer: requests.Response) -> dict[str, dict[str, tuple[str, ElementTree.Element]]]:
+    """href (unquoted) -> property tag -> (status, element), from a 207 answer."""
+    assert answer.status_code == 207, answer.text
+    found: dict[str, dict[str, tuple[str, ElementTree.Element]]] = {}
+    for response in ElementTree.fromstring(answer.content).findall("{DAV:}response"):
+        props = found.setdefault(requests.utils.unquote(response.findtext("{DAV:}href")), {})
+        for propstat in response.findall("{DAV:}propstat"):
+            status = propstat.findtext("{DAV:}status")
+            props.update((prop.tag, (status, prop)) for prop in propstat.find("{DAV:}prop"))
+    return found
+
+
+def test_propfind_of_the_views(server: OrthancServer, tmp_path: Path) -> None:
+    """Answered by orthancfs itself (propfind.py): what wsgidav would say, for every kind of entry."""
+    spec = Spec("T&J", "Tom & <Jerry>", generate_uid(), generate_uid())
+    with server.client() as client:
+        instance_id = client.upload(make_dicom(spec))["ID"]
+        content = client.get_bytes(f"/instances/{instance_id}/file")
+    webdav = WebDAV(server.url, tmp_path)
+    try:
+        patients = properties(propfind(webdav.url + "/by-patients/"))
+        folder = "/by-patients/T&J - Tom & ＜Jerry＞/"  # Windows-safe names by default
+        assert patients[folder]["{DAV:}displayname"][1].text == "T&J - Tom & ＜Jerry＞"
+        assert patients[folder]["{DAV:}resourcetype"][1].find("{DAV:}collection") is not None
+        assert {"{DAV:}creationdate", "{DAV:}getlastmodified"} <= set(patients[folder])
+        series = f"/by-uids/{spec.study_uid}/{spec.series_uid}/"
+        entries = properties(propfind(webdav.url + series))
+        instance = entries[f"{series}{spec.sop_uid}.dcm"]
+        assert instance["{DAV:}getcontentlength"][1].text == str(len(content))
+        assert instance["{DAV:}getcontenttype"][1].text == "application/dicom"
+        assert instance["{DAV:}getetag"][1].text.startswith(instance_id)
+        document = requests.get(f"{webdav.url}{series}series.json").content
+        assert entries[f"{series}series.json"]["{DAV:}getcontentlength"][1].text == str(len(document))
+        named = (b'<D:propfind xmlns:D="DAV:" xmlns:Z="urn:schemas-microsoft-com:"><D:prop><D:getcontentlength/>'
+                 b'<Z:Win32FileAttributes/></D:prop></D:propfind>')
+        [only] = properties(propfind(webdav.url + series + f"{spec.sop_uid}.dcm", depth="0", data=named)).values()
+        assert only["{DAV:}getcontentlength"][0].endswith("200 OK")
+        assert only["{urn:schemas-microsoft-com:}Win32FileAttributes"][0].endswith("404 Not Found")
+        assert set(only) == {"{DAV:}getcontentlength", "{urn:schemas-microsoft-com:}Win32FileAttributes"}
+        propname = b'<D:propfind xmlns:D="DAV:"><D:propname/></D:propfind>'
+        names = properties(propfind(webdav.url + series, depth="0", data=propname))[series]
+        assert "{DAV:}displayname" in names and not names["{DAV:}displayname"][1].text
+        assert propfind(webdav.url + series, data=b"<not xml").status_code == 400
+    finally:
+        assert webdav.stop() == 0
+
+
 LOCK_BODY = (b'<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
              b'</D:lockscope><D:locktype><D:write/></D:locktype></D:lockinfo>')
 
 
-def test_only_what_can_be_written_can_be_locked(dav: WebDAV) -> None:
-    """The views are read-only: no locks there, so PROPFIND does not list lock properties of every
-    member.  uploads/ (and the root, which holds it) lock as WebDAV clients that write expect."""
+def test_only_what_can_be_written_can_be_locked_or_given_properties(dav: WebDAV) -> None:
+    """The views are read-only: no locks or dead properties there, so PROPFIND does not list lock
+    properties of every member.  uploads/ (and the root, which holds it) lock as WebDAV clients that
+    write expect."""
     def lock(path: str) -> int:
         answer = requests.request("LOCK", dav.url + path, data=LOCK_BODY,
                                   headers={"Depth": "0", "Timeout": "Second-60"})
@@ -197,6 +246,11 @@ def test_only_what_can_be_written_can_be_locked(dav: WebDAV) -> None:
     members = propfind(dav.url + "/by-patients/").text
     assert "lockdiscovery" not in members and "supportedlock" not in members
     assert "supportedlock" in propfind(dav.url + "/uploads/", depth="0").text
+    update = (b'<D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:x"><D:set><D:prop><Z:color>red</Z:color></D:prop>'
+              b'</D:set></D:propertyupdate>')
+    refused = requests.request("PROPPATCH", dav.url + instance, data=update)
+    assert refused.status_code == 207 and "403 Forbidden" in refused.text
+    assert "color" not in propfind(dav.url + instance, depth="0").text
 
 
 def test_put_into_uploads_like_the_mount(dav: WebDAV, server: OrthancServer) -> None:
@@ -266,6 +320,8 @@ def test_auth_and_roles(server: OrthancServer, tmp_path: Path) -> None:
     dav = WebDAV(server.url, tmp_path, "--users-file", str(users_file(tmp_path)), "--allow-delete")
     try:
         assert requests.get(dav.url + "/by-patients/").status_code == 401
+        assert propfind(dav.url + "/by-patients/").status_code == 401  # our PROPFIND answers after wsgidav's auth
+        assert propfind(dav.url + "/by-patients/", depth="0", auth=("viewer", "wrong")).status_code == 401
         assert requests.get(dav.url + "/by-patients/", auth=("viewer", "wrong")).status_code == 401
         assert propfind(dav.url + "/by-patients/", auth=("viewer", "v-pass")).status_code == 207
         digest = requests.auth.HTTPDigestAuth("viewer", "v-pass")

@@ -11,6 +11,8 @@ from typing import Any
 
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
+from wsgidav.default_conf import DEFAULT_CONFIG
+from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from ..errors import StartupError, UsageError
@@ -19,6 +21,7 @@ from ..orthanc import OrthancClient, is_loopback
 from ..service import notify
 from ..tree import Tree, WritePolicy
 from .access import UsersDomainController
+from .propfind import ViewsPropfind
 from .uploads import UploadsProvider
 from .users import load_users
 from .views import ViewsProvider
@@ -60,6 +63,8 @@ def wsgidav_config(tree: Tree, users: dict, windows_names: bool, debug: bool) ->
         # GET streams in blocks of this size: wsgidav's 8 KiB made a 64 MiB file take 8,192 trips through
         # the WSGI server (0.13 s warm instead of 0.03 s).  At most one block per request is in memory.
         "block_size": 1 << 20,
+        # Ours answers PROPFIND of the views after authentication, just before wsgidav would.
+        "middleware_stack": _before(RequestResolver, ViewsPropfind, DEFAULT_CONFIG["middleware_stack"]),
         "lock_storage": True,  # in memory: what Windows and macOS need to write into uploads/
         "property_manager": True,
         "dir_browser": {"enable": True},
@@ -67,6 +72,11 @@ def wsgidav_config(tree: Tree, users: dict, windows_names: bool, debug: bool) ->
         "logging": {"enable": False},  # our own logging set-up stays in charge
         "orthancfs": {"users": users},
     }
+
+
+def _before(anchor: type, middleware: type, stack: list) -> list:
+    at = stack.index(anchor)
+    return [*stack[:at], middleware, *stack[at:]]
 
 
 FINITE_DEPTH_BODY = (b'<?xml version="1.0" encoding="utf-8"?>\n'

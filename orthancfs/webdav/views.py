@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from cachetools import LRUCache
@@ -96,6 +97,13 @@ class _TreeResource:
         # half the XML to write and for the client to parse.  The root stays lockable (it holds uploads/).
         return self.parent is not None
 
+    def set_property_value(self, name: str, value: Any, dry_run: bool = False) -> None:
+        # Dead properties below the root of the views would be kept by nobody but this process;
+        # refused, as writes are (and propfind.py can answer for every property there is).
+        if self.parent is not None:
+            raise DAVError(HTTP_FORBIDDEN, "the views are read-only: they keep no properties")
+        super().set_property_value(name, value, dry_run=dry_run)  # type: ignore[misc]
+
     def get_display_name(self) -> str:
         return self.path.rstrip("/").rsplit("/", 1)[-1]
 
@@ -130,9 +138,13 @@ class TreeFolder(_TreeResource, DAVCollection):
 
     def get_member_list(self) -> list[Any]:
         """Every member from one listing: wsgidav's default asks for the listing again per name."""
+        return list(self.iter_members())
+
+    def iter_members(self) -> Iterator[Any]:
+        """The members one by one (propfind.py writes each as it comes: 100,000s in a big folder)."""
         base = self.path.rstrip("/")
-        return [make_resource(f"{base}/{name}", self.environ, child, self.node, tree_name)
-                for name, (tree_name, child) in self.provider.listing(self.node).items()]
+        for name, (tree_name, child) in self.provider.listing(self.node).items():
+            yield make_resource(f"{base}/{name}", self.environ, child, self.node, tree_name)
 
     def get_member(self, name: str) -> Any:
         found = self.provider.listing(self.node).get(name)

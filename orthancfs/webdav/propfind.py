@@ -1,0 +1,151 @@
+"""PROPFIND of the views, written straight from the tree: a wsgidav middleware, after authentication.
+
+wsgidav builds an ElementTree of every member with each of its properties, then serializes it:
+`by-patients/` of 100,000 patients took 4.7 s and 500 MB.  The views' properties are few and fixed
+(no locks, no dead properties: nothing there can be written), so this writes the same answer as
+text: the same resources (our own), the same values and formats, a tenth of the memory.
+Everything else (the root, uploads/, `If` headers) goes on to wsgidav.  `propname` is answered
+here too: wsgidav looks for a `<name/>` element, so it answers `<propname/>` with no properties.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+from xml.etree import ElementTree
+from xml.sax.saxutils import escape
+
+from wsgidav import util
+from wsgidav.mw.base_mw import BaseMiddleware
+
+from ..tree.views import VIEWS
+
+DAV = "DAV:"
+ALL = None  # allprop (or an empty body): every live property
+NAMES = "propname"  # the names of every live property, no values
+OK, NOT_FOUND = "HTTP/1.1 200 OK", "HTTP/1.1 404 Not Found"
+CHUNK = 1 << 16  # bytes per write of an answer
+MAX_BODY = 1 << 20  # a PROPFIND body names a few properties; anything bigger goes to wsgidav
+Property = tuple[str, str]  # (namespace, local name)
+
+
+class ViewsPropfind(BaseMiddleware):
+    """Answers PROPFIND (Depth 0 or 1) below by-patients/, by-studies/, by-dates/ and by-uids/."""
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if not _for_views(environ):
+            return self.next_app(environ, start_response)
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        environ["wsgi.input"] = io.BytesIO(body)  # so wsgidav can read it, if it answers instead
+        wanted = requested_properties(body)
+        resource = self.wsgidav_app.provider_map["/"].get_resource_inst(environ["PATH_INFO"], environ)
+        if wanted is False or resource is None:  # bad XML, not found: wsgidav says what it says
+            return self.next_app(environ, start_response)
+        members = iter([resource])
+        if environ["HTTP_DEPTH"] == "1" and resource.is_collection:
+            members = itertools.chain(members, resource.iter_members())
+        chunks = list(_joined(multistatus(members, wanted)))
+        start_response("207 Multi-Status", [("Content-Type", "application/xml; charset=utf-8"),
+                                            ("Date", util.get_rfc1123_time()),
+                                            ("Content-Length", str(sum(map(len, chunks))))])
+        return chunks
+
+
+def _for_views(environ: dict) -> bool:
+    if environ.get("REQUEST_METHOD") != "PROPFIND" or environ.get("HTTP_DEPTH") not in ("0", "1"):
+        return False  # no Depth means infinity: refused before us
+    if "HTTP_IF" in environ or int(environ.get("CONTENT_LENGTH") or 0) > MAX_BODY:
+        return False
+    return environ.get("PATH_INFO", "").strip("/").split("/")[0] in VIEWS
+
+
+def requested_properties(body: bytes) -> list[Property] | str | None | bool:
+    """ALL for allprop (or no body), NAMES for propname, the names asked for, or False: wsgidav answers."""
+    if not body.strip():
+        return ALL
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError:
+        return False
+    if root.tag != "{DAV:}propfind" or len(root) != 1:
+        return False
+    [mode] = root
+    if mode.tag == "{DAV:}allprop":
+        return ALL
+    if mode.tag == "{DAV:}propname":
+        return NAMES
+    if mode.tag == "{DAV:}prop":
+        return [_split(child.tag) for child in mode if isinstance(child.tag, str)]
+    return False
+
+
+def _split(tag: str) -> Property:
+    namespace, _, local = tag[1:].partition("}") if tag.startswith("{") else ("", "", tag)
+    return namespace, local
+
+
+def multistatus(members: Iterable[Any], wanted: list[Property] | str | None) -> Iterator[bytes]:
+    """The answer piece by piece: one member's resource at a time."""
+    yield b'<?xml version="1.0" encoding="utf-8" ?>\n<D:multistatus xmlns:D="DAV:">'
+    for member in members:
+        yield response(member, wanted).encode("utf-8")
+    yield b"</D:multistatus>"
+
+
+def _joined(pieces: Iterable[bytes], size: int = CHUNK) -> Iterator[bytes]:
+    """Pieces joined into chunks of about `size`: few socket writes, and no second copy of the
+    whole answer (its length must be known before it is sent: some clients want one)."""
+    chunk: list[bytes] = []
+    length = 0
+    for piece in pieces:
+        chunk.append(piece)
+        length += len(piece)
+        if length >= size:
+            yield b"".join(chunk)
+            chunk, length = [], 0
+    if chunk:
+        yield b"".join(chunk)
+
+
+def response(resource: Any, wanted: list[Property] | str | None) -> str:
+    """One <response>: the properties found with 200, the others (only when named) with 404."""
+    values = live_properties(resource)
+    if wanted is ALL:
+        found, missing = list(values.items()), []
+    elif wanted == NAMES:
+        found, missing = [(local, "") for local in values], []
+    else:
+        found = [(local, values[local]) for namespace, local in wanted if namespace == DAV and local in values]
+        missing = [(namespace, local) for namespace, local in wanted if namespace != DAV or local not in values]
+    parts = [f"<D:response><D:href>{escape(resource.get_href())}</D:href>"]
+    if found or not missing:
+        props = "".join(f"<D:{local}>{value}</D:{local}>" if value else f"<D:{local}/>" for local, value in found)
+        parts.append(f"<D:propstat><D:prop>{props}</D:prop><D:status>{OK}</D:status></D:propstat>")
+    if missing:
+        props = "".join(_empty(namespace, local) for namespace, local in missing)
+        parts.append(f"<D:propstat><D:prop>{props}</D:prop><D:status>{NOT_FOUND}</D:status></D:propstat>")
+    parts.append("</D:response>")
+    return "".join(parts)
+
+
+def live_properties(resource: Any) -> dict[str, str]:
+    """Each live property of a views resource, as XML content, in wsgidav's allprop order and formats."""
+    values = {"resourcetype": "<D:collection/>" if resource.is_collection else "",
+              "creationdate": util.get_rfc3339_time(resource.get_creation_date())}
+    if not resource.is_collection:
+        values["getcontentlength"] = str(resource.get_content_length())
+        values["getcontenttype"] = escape(resource.get_content_type())
+    values["getlastmodified"] = util.get_rfc1123_time(resource.get_last_modified())
+    values["displayname"] = escape(resource.get_display_name())
+    etag = resource.get_etag()
+    if etag is not None:
+        values["getetag"] = escape(etag)
+    return values
+
+
+def _empty(namespace: str, local: str) -> str:
+    if namespace == DAV:
+        return f"<D:{local}/>"
+    return f'<{local} xmlns="{escape(namespace, {chr(34): "&quot;"})}"/>'
