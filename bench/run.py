@@ -339,7 +339,16 @@ def run(args: argparse.Namespace) -> str:
             # Orthanc's own WebDAV, with the same client.  Not through rclone: it waits 10 ms between
             # two requests (its pacer), so any server looks the same through it.
             theirs = f"{server.url}/webdav"
-            walk = lambda url: timed(lambda: dav_walk(url, "/by-patients/"))  # noqa: E731
+            files_seen: set[int] = set()
+
+            def walk(url: str) -> float:
+                started = time.perf_counter()
+                files_seen.add(dav_walk(url, "/by-patients/"))
+                elapsed = time.perf_counter() - started
+                if len(files_seen) != 1:  # both servers must show the same tree
+                    raise RuntimeError(f"the WebDAV walks found different numbers of files: {files_seen}")
+                return elapsed
+
             get = lambda url: timed(["curl", "-sf", "-o", "/dev/null", f"{url}/{big_path}"])  # noqa: E731
             bench.measure("WebDAV: cold walk of by-patients/ (PROPFIND, Depth 1)", "Orthanc's WebDAV", walk,
                           lambda: walk(theirs), mine="webdav")
