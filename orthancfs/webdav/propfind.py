@@ -37,7 +37,7 @@ class ViewsPropfind(BaseMiddleware):
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         if not _for_views(environ):
             return self.next_app(environ, start_response)
-        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        body = environ["wsgi.input"].read(_content_length(environ))
         environ["wsgi.input"] = io.BytesIO(body)  # so wsgidav can read it, if it answers instead
         wanted = requested_properties(body)
         resource = self.wsgidav_app.provider_map["/"].get_resource_inst(environ["PATH_INFO"], environ)
@@ -56,9 +56,16 @@ class ViewsPropfind(BaseMiddleware):
 def _for_views(environ: dict) -> bool:
     if environ.get("REQUEST_METHOD") != "PROPFIND" or environ.get("HTTP_DEPTH") not in ("0", "1"):
         return False  # no Depth means infinity: refused before us
-    if "HTTP_IF" in environ or int(environ.get("CONTENT_LENGTH") or 0) > MAX_BODY:
-        return False
+    length = _content_length(environ)
+    if "HTTP_IF" in environ or length is None or length > MAX_BODY:
+        return False  # wsgidav judges a bad length
     return environ.get("PATH_INFO", "").strip("/").split("/")[0] in VIEWS
+
+
+def _content_length(environ: dict) -> int | None:
+    """The body's length (none given: empty, as wsgidav reads it), or None if it is not a number."""
+    text = environ.get("CONTENT_LENGTH", "").strip() or "0"
+    return int(text) if text.isdigit() else None
 
 
 def requested_properties(body: bytes) -> list[Property] | str | None | bool:
