@@ -9,6 +9,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import trio
+
+from orthancfs.orthanc import OrthancClient
+from orthancfs.orthanc_async import LoopUploader
 
 
 def mount_options(mountpoint: Path) -> str:
@@ -64,3 +70,8 @@ class MountProcess:
         if os.path.ismount(self.mountpoint):
             subprocess.run(["fusermount3", "-u", "-z", str(self.mountpoint)], check=False)
         return self.process.returncode
+
+
+def loop_upload(client: OrthancClient, data: bytes) -> Any:
+    """POST /instances the way the mount sends uploads: from a trio loop."""
+    return trio.run(LoopUploader(client).upload, data)

@@ -19,7 +19,7 @@ from orthancfs.errors import AccessDenied, OrthancUnavailable
 from orthancfs.orthanc import ClientSettings, OrthancClient
 
 from .conftest import LoadedOrthanc, mounted
-from .helpers import wait_for
+from .helpers import loop_upload, wait_for
 from .proxy import Proxy
 
 USERS = {"alice": "correct horse battery staple"}
@@ -172,17 +172,18 @@ def test_tls_with_ca_file_or_insecure(tls_url: tuple[str, Path], tmp_path: Path)
 
 def test_uploads_go_through_tls_and_credentials(tls_url: tuple[str, Path], secured: OrthancServer) -> None:
     """The upload path skips requests' per-call work: the same verification and credentials must hold."""
-    data = make_dicom(Spec("UP-TLS", "Up^Tls", generate_uid(), generate_uid()))
     url, cert = tls_url
-    with pytest.raises(OrthancUnavailable, match="certificate"):
-        OrthancClient(ClientSettings(url)).upload(data)
-    client = OrthancClient(ClientSettings(url, ca_file=str(cert)))
-    stored = client.upload(data)
-    client.delete(f"/patients/{stored['ParentPatient']}")  # the session's Orthanc is shared: leave it as found
-    assert stored["Status"] == "Success"
-    with pytest.raises(AccessDenied):
-        OrthancClient(ClientSettings(secured.url, "alice", "wrong")).upload(data)
-    assert OrthancClient(ClientSettings(secured.url, "alice", USERS["alice"])).upload(data)["Status"] == "Success"
+    for upload in (OrthancClient.upload, loop_upload):  # from a thread, and from the mount's trio loop
+        data = make_dicom(Spec("UP-TLS", "Up^Tls", generate_uid(), generate_uid()))
+        with pytest.raises(OrthancUnavailable, match="certificate"):
+            upload(OrthancClient(ClientSettings(url)), data)
+        client = OrthancClient(ClientSettings(url, ca_file=str(cert)))
+        stored = upload(client, data)
+        client.delete(f"/patients/{stored['ParentPatient']}")  # the session's Orthanc is shared: leave it as found
+        assert stored["Status"] == "Success"
+        with pytest.raises(AccessDenied):
+            upload(OrthancClient(ClientSettings(secured.url, "alice", "wrong")), data)
+        assert upload(OrthancClient(ClientSettings(secured.url, "alice", USERS["alice"])), data)["Status"] == "Success"
 
 
 def test_url_defaults_to_the_environment(orthanc: LoadedOrthanc, mountpoint: Path) -> None:

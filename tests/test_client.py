@@ -13,11 +13,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import trio
 
 from orthancfs import orthanc as orthanc_module
 from orthancfs.demo.server import free_port
 from orthancfs.errors import AccessDenied, NotFound, OrthancFailed, OrthancUnavailable, UploadRejected
 from orthancfs.orthanc import Capabilities, ClientSettings, OrthancClient
+from orthancfs.orthanc_async import LoopUploader
+
+from .helpers import loop_upload
 
 
 class Script:
@@ -187,6 +191,75 @@ def test_upload_failures_keep_orthancs_words(scripted: tuple[str, Script]) -> No
 def test_uploads_to_a_closed_port_are_reported() -> None:
     with pytest.raises(OrthancUnavailable, match="refused"):
         client(f"http://127.0.0.1:{free_port()}", timeout=5).upload(b"DICM")
+
+
+def test_uploads_from_the_loop_send_the_same_request(scripted: tuple[str, Script]) -> None:
+    url, script = scripted
+    data = os.urandom(300_000)
+    script.statuses = [503, 200]  # and the retry sends it whole again
+    assert loop_upload(client(url, username="alice", password="secret"), data) == {"Version": "1.10.1"}
+    assert script.bodies == [data] * 2
+    headers = script.headers[-1]
+    assert headers["Authorization"] == "Basic " + base64.b64encode(b"alice:secret").decode()
+    assert headers["Content-Type"] == "application/dicom" and headers["User-Agent"] == "orthancfs"
+    loop_upload(client(url, token="t0ken"), b"DICM")
+    assert script.bodies[-1] == b"DICM" and script.headers[-1]["Authorization"] == "Bearer t0ken"
+
+
+def test_upload_failures_from_the_loop_keep_orthancs_words(scripted: tuple[str, Script]) -> None:
+    url, script = scripted
+    script.statuses = [400]
+    with pytest.raises(UploadRejected, match="scripted failure"):
+        loop_upload(client(url), b"not DICOM")
+    script.statuses, script.delay, script.requests = [200], 5, 0
+    started = time.monotonic()
+    with pytest.raises(OrthancUnavailable, match="no answer"):
+        loop_upload(client(url, timeout=0.5), b"DICM")
+    assert time.monotonic() - started < 2 and script.requests == 1
+    with pytest.raises(OrthancUnavailable, match="refused"):
+        loop_upload(client(f"http://127.0.0.1:{free_port()}", timeout=5), b"DICM")
+
+
+@pytest.mark.parametrize("closes_idle", [False, True])
+def test_the_loop_uploader_keeps_connections_and_survives_idle_ones_closed(closes_idle: bool) -> None:
+    """HTTP/1.1 keep-alive: one connection for many uploads; a server that closes an idle connection
+    without saying so gets each upload once, on a new connection."""
+    seen = {"connections": 0, "requests": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            seen["connections"] += 1
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen["requests"] += 1
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+            self.close_connection = closes_idle  # closed after the answer, as if idle too long
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        uploader = LoopUploader(client(f"http://127.0.0.1:{server.server_address[1]}"))
+
+        async def three_uploads() -> None:
+            for _ in range(3):
+                assert await uploader.upload(b"DICM") == {}
+
+        trio.run(three_uploads)
+        uploader.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == {"connections": 3 if closes_idle else 1, "requests": 3}
 
 
 def test_downloads_are_decoded_only_when_compressed(scripted: tuple[str, Script]) -> None:

@@ -238,5 +238,11 @@ def test_client_certificate_for_a_proxy_that_asks(orthanc: LoadedOrthanc, tmp_pa
         with mounted(url, tmp_path, "--ca-file", str(server_cert), "--client-cert", str(client_cert),
                      "--client-key", str(client_key)) as mnt:
             assert "P-LI - 李^小龍" in os.listdir(mnt / "by-patients")
+            (mnt / "uploads" / "cert.dcm").write_bytes(data.instances(1, "CERT")[0])  # sent from the loop
+            assert not (mnt / "uploads" / "cert.dcm").exists()  # stored by the time close() returned
+        with orthanc.server.client() as client:  # the session's Orthanc is shared: leave it as found
+            [patient] = [p for p in client.get_json("/patients", {"expand": ""})
+                         if p["MainDicomTags"]["PatientID"] == "CERT"]
+            client.delete(f"/patients/{patient['ID']}")
     finally:
         proxy.close()

@@ -259,7 +259,12 @@ class OrthancOperations(pyfuse3.Operations):
         if isinstance(content, UploadHandle) and content.changed:
             self._sending[fh] = content.rel
             try:
-                await self._model("upload", content.flush, limiter=self.upload_limiter)
+                # A plain DICOM file is sent from the loop: a thread per file cost twice the CPU.
+                async with self.upload_limiter:
+                    with self._errno("upload"):
+                        sent = await content.flush_from_loop()
+                if sent is None:  # an archive, a big file: in a thread
+                    await self._model("upload", content.flush, limiter=self.upload_limiter)
             finally:
                 del self._sending[fh]
 

@@ -16,12 +16,14 @@ import struct
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 
 from ..errors import OrthancFSError, OrthancUnavailable, UploadRejected
-from ..orthanc import OrthancClient
+from ..orthanc import DIRECT_BODY_LIMIT, OrthancClient
+from ..orthanc_async import LoopUploader
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +119,17 @@ class Outcome:
     entries: list[tuple[str, str]] = field(default_factory=list)  # a ZIP's per-entry account
 
 
+def _stored(answer: Any) -> Outcome:
+    status = answer.get("Status", "Success") if isinstance(answer, dict) else "Success"
+    return Outcome(True, f"stored as instance {answer.get('ID', '?') if isinstance(answer, dict) else '?'} ({status})")
+
+
+def _not_stored(exc: OrthancFSError) -> Outcome:
+    if isinstance(exc, OrthancUnavailable):
+        return Outcome(False, f"not sent, Orthanc is unavailable ({exc}); touch the file to retry", exc)
+    return Outcome(False, f"refused by Orthanc: {exc}", exc)
+
+
 class Ingester:
     """Sends uploaded files to Orthanc and says what happened."""
 
@@ -124,6 +137,26 @@ class Ingester:
         self.client = client
         self.spool_dir = spool_dir
         self.limits = limits or ZipLimits()
+        self._loop_uploader: LoopUploader | None = None
+
+    async def ingest_from_loop(self, path: str) -> Outcome | None:
+        """ingest() for a trio loop: a plain DICOM file (up to DIRECT_BODY_LIMIT) is sent from the
+        loop itself; None for anything else (ZIP, DICOMDIR, not DICOM, big): ingest() it in a thread."""
+        if os.path.getsize(path) > DIRECT_BODY_LIMIT or classify(path) is not FileType.DICOM:
+            return None
+        with open(path, "rb") as file:
+            body = file.read()
+        if self._loop_uploader is None:
+            self._loop_uploader = LoopUploader(self.client)
+        try:
+            answer = await self._loop_uploader.upload(body)
+        except OrthancFSError as exc:
+            return _not_stored(exc)
+        return _stored(answer)
+
+    def close(self) -> None:
+        if self._loop_uploader is not None:
+            self._loop_uploader.close()
 
     def ingest(self, path: str) -> Outcome:
         kind = classify(path)
@@ -140,12 +173,9 @@ class Ingester:
     def _dicom(self, path: str) -> Outcome:
         try:
             answer = self.client.upload_file(path)
-        except OrthancUnavailable as exc:
-            return Outcome(False, f"not sent, Orthanc is unavailable ({exc}); touch the file to retry", exc)
         except OrthancFSError as exc:
-            return Outcome(False, f"refused by Orthanc: {exc}", exc)
-        status = answer.get("Status", "Success") if isinstance(answer, dict) else "Success"
-        return Outcome(True, f"stored as instance {answer.get('ID', '?')} ({status})")
+            return _not_stored(exc)
+        return _stored(answer)
 
     def _zip(self, path: str) -> Outcome:
         try:

@@ -65,6 +65,16 @@ class UploadHandle:
         self.changed = False
         return self.area.finish(self.rel)
 
+    async def flush_from_loop(self) -> bool | None:
+        """flush() for a trio loop (see UploadArea.finish_from_loop); None: call flush() in a thread."""
+        if not self.changed:
+            return False
+        self.changed = False
+        left = await self.area.finish_from_loop(self.rel)
+        if left is None:
+            self.changed = True  # nothing was sent: flush() sends it
+        return left
+
     def close(self) -> None:
         os.close(self.fd)
 
@@ -88,6 +98,7 @@ class UploadArea:
 
     def close(self) -> None:
         self.ledger.close()
+        self.ingester.close()
 
     # --- paths and nodes ------------------------------------------------------
 
@@ -215,12 +226,30 @@ class UploadArea:
 
     def finish(self, rel: str) -> bool:
         """Send `rel` to Orthanc; True if it left uploads/.  Raises what the writer should see."""
+        path = self._sendable(rel)
+        if isinstance(path, bool):
+            return path
+        return self._settle(rel, self.ingester.ingest(path))
+
+    async def finish_from_loop(self, rel: str) -> bool | None:
+        """finish() for a trio loop: a plain DICOM file is sent from the loop (every other step is
+        local); None for what finish() must do in a thread (archives, big files)."""
+        path = self._sendable(rel)
+        if isinstance(path, bool):
+            return path
+        outcome = await self.ingester.ingest_from_loop(path)
+        return None if outcome is None else self._settle(rel, outcome)
+
+    def _sendable(self, rel: str) -> str | bool:
+        """The file to send, or finish()'s answer at once."""
         path = self.local(rel)
         if not os.path.isfile(path):
             return True  # already taken (another close of the same file)
         if is_temporary(rel.rsplit("/", 1)[-1]):
             return False
-        outcome = self.ingester.ingest(path)
+        return path
+
+    def _settle(self, rel: str, outcome: Outcome) -> bool:
         self.on_stored()  # even a partly refused archive may have stored something
         if outcome.consumed:
             return self._consumed(rel, outcome)
