@@ -158,12 +158,12 @@ class OrthancClient:
         return Capabilities.from_system(self.system)
 
     def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        return _json_of(self._request("GET", path, params=params), f"GET {path}")
+        return json_of(self._request("GET", path, params=params), f"GET {path}")
 
     def lookup(self, identifier: str) -> list[dict[str, Any]]:
         """`POST /tools/lookup`: the resources whose patient ID or study, series or SOP instance
         UID is `identifier`, each as {ID, Path, Type}.  Changes nothing, despite the POST."""
-        return _json_of(self._request("POST", "/tools/lookup", data=identifier.encode()), "POST /tools/lookup")
+        return json_of(self._request("POST", "/tools/lookup", data=identifier.encode()), "POST /tools/lookup")
 
     def get_bytes(self, path: str) -> bytes:
         return self._request("GET", path).content
@@ -205,35 +205,24 @@ class OrthancClient:
                 size = min(size * 2, CHUNK_SIZE)
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                 urllib3.exceptions.HTTPError, OSError) as exc:  # raw reads raise urllib3's own errors
-            raise OrthancUnavailable(f"GET {path}: download interrupted: {_reason(exc)}") from None
+            raise OrthancUnavailable(f"GET {path}: download interrupted: {reason(exc)}") from None
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        self.health.check(method, path)
-        try:
-            response = self._retrying(method, path, **kwargs)
-        except OrthancUnavailable as exc:
-            self.health.failed(exc)
-            raise
-        self.health.succeeded()
-        return response
+        with self.health.watching(method, path):
+            return self._retrying(method, path, **kwargs)
 
     def _retrying(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        deadline = time.monotonic() + self.settings.timeout
-        for attempt in range(self.settings.retries + 1):
-            delay = 0.1 * 2**attempt
-            last_try = attempt == self.settings.retries or time.monotonic() + delay >= deadline
-            response = self._attempt(method, path, deadline, last_try, **kwargs)
+        for attempt in attempts(self.settings):
+            response = self._attempt(method, path, attempt, **kwargs)
             if response is not None:
                 return response
-            log.debug("%s %s failed transiently, retrying in %.1fs", method, path, delay)
-            time.sleep(delay)
+            log.debug("%s %s failed transiently, retrying in %.1fs", method, path, attempt.delay)
+            time.sleep(attempt.delay)
         raise AssertionError("unreachable: the last attempt always returns or raises")
 
-    def _attempt(self, method: str, path: str, deadline: float, last_try: bool, send: Sender | None = None,
-                 **kwargs: Any):
+    def _attempt(self, method: str, path: str, attempt: Attempt, send: Sender | None = None, **kwargs: Any):
         """One try: a response, None to ask for a retry, or a raised model error."""
-        connect = max(0.1, min(self.settings.connect_timeout, deadline - time.monotonic()))
-        timeouts = (connect, self.settings.timeout)
+        timeouts = (attempt.connect_timeout, self.settings.timeout)
         log.debug("%s %s", method, path)
         body = kwargs.pop("data", None)
         if callable(body):  # a fresh body for each try: a half-sent file cannot be sent again
@@ -242,18 +231,14 @@ class OrthancClient:
             with body if hasattr(body, "close") else contextlib.nullcontext():
                 response = (send or self._send)(method, path, body, timeouts, **kwargs)
         except requests.exceptions.SSLError as exc:
-            raise OrthancUnavailable(f"TLS failure talking to {self.base_url}: {_reason(exc)}") from None
+            raise OrthancUnavailable(f"TLS failure talking to {self.base_url}: {reason(exc)}") from None
         except requests.Timeout as exc:
-            raise OrthancUnavailable(f"{method} {path}: no answer within the timeout ({_reason(exc)})") from None
+            raise OrthancUnavailable(f"{method} {path}: no answer within the timeout ({reason(exc)})") from None
         except requests.ConnectionError as exc:
-            if last_try:
-                raise OrthancUnavailable(f"cannot reach Orthanc at {self.base_url}: {_reason(exc)}") from None
+            if attempt.last:
+                raise OrthancUnavailable(f"cannot reach Orthanc at {self.base_url}: {reason(exc)}") from None
             return None
-        if response.status_code in RETRYABLE_STATUS and not last_try:
-            response.close()
-            return None
-        _raise_for_status(method, path, response)
-        return response
+        return judged(method, path, response, attempt.last)
 
     def _send(self, method: str, path: str, body: Any, timeouts: tuple[float, float], **kwargs: Any):
         return self.session.request(method, self.base_url + path, data=body, timeout=timeouts, **kwargs)
@@ -272,12 +257,7 @@ class OrthancClient:
                                   timeout=urllib3.Timeout(connect=timeouts[0], read=timeouts[1]))
         except urllib3.exceptions.HTTPError as exc:
             raise _as_requests_error(exc) from exc
-        response = requests.Response()
-        response.status_code, response._content = answer.status, answer.data  # noqa: SLF001 - a read body
-        response._content_consumed = True  # noqa: SLF001 - so that close() has no raw stream to close
-        response.headers = requests.structures.CaseInsensitiveDict(answer.headers)
-        response.url = self.base_url + path
-        return response
+        return read_response(answer.status, answer.headers, answer.data, self.base_url + path)
 
     def _direct_pool(self) -> urllib3.HTTPConnectionPool:
         """The pool requests itself uses for base_url (looked up each time: the pool manager may
@@ -303,7 +283,47 @@ class OrthancClient:
 Sender = Callable[..., requests.Response]
 
 
-def _json_of(response: requests.Response, what: str) -> Any:
+@dataclass(frozen=True)
+class Attempt:
+    """One try of a request: whether it is the last, the pause before the next, its connect timeout."""
+
+    last: bool
+    delay: float
+    connect_timeout: float
+
+
+def attempts(settings: ClientSettings) -> Iterator[Attempt]:
+    """The tries of one request: up to `retries` more, with backoff, while `timeout` lasts (each
+    computed when it starts, so a slow try leaves less for the others)."""
+    deadline = time.monotonic() + settings.timeout
+    for number in range(settings.retries + 1):
+        delay = 0.1 * 2**number
+        now = time.monotonic()
+        yield Attempt(number == settings.retries or now + delay >= deadline, delay,
+                      max(0.1, min(settings.connect_timeout, deadline - now)))
+
+
+def judged(method: str, path: str, response: requests.Response, last_try: bool) -> requests.Response | None:
+    """An answer as every request judges it: None to try again (502/503 before the last try), the
+    model error it means, or the response."""
+    if response.status_code in RETRYABLE_STATUS and not last_try:
+        response.close()
+        return None
+    _raise_for_status(method, path, response)
+    return response
+
+
+def read_response(status: int, headers: Any, content: bytes, url: str) -> requests.Response:
+    """A requests.Response of an answer read another way (urllib3 or h11), for the same judging."""
+    response = requests.Response()
+    response.status_code, response._content = status, content  # noqa: SLF001 - a read body
+    response._content_consumed = True  # noqa: SLF001 - so that close() has no raw stream to close
+    response.headers = requests.structures.CaseInsensitiveDict(headers)
+    response.url = url
+    return response
+
+
+def json_of(response: requests.Response, what: str) -> Any:
     try:
         return response.json()
     except ValueError:
@@ -356,6 +376,17 @@ class Health:
         if news:
             log.warning("Orthanc at %s is unavailable: %s", self.url, exc)
 
+    @contextmanager
+    def watching(self, method: str, path: str) -> Iterator[None]:
+        """Around one request: refused at once during an outage; a failure or a recovery noted."""
+        self.check(method, path)
+        try:
+            yield
+        except OrthancUnavailable as exc:
+            self.failed(exc)
+            raise
+        self.succeeded()
+
     def succeeded(self) -> None:
         with self._lock:
             recovered, self._failure, self._answered = self._failure is not None, None, True
@@ -407,10 +438,15 @@ def _orthanc_detail(response: requests.Response) -> str:
     return ""
 
 
-def _reason(exc: Exception) -> str:
-    """The innermost, most specific cause of a requests/urllib3 error, in one line."""
+def reason(exc: BaseException) -> str:
+    """The innermost, most specific cause of an error (requests, urllib3, trio), in one line."""
     cause: BaseException = exc
-    while cause.__context__ is not None or cause.__cause__ is not None:
-        cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+    while True:
+        if isinstance(cause, BaseExceptionGroup) and cause.exceptions:  # trio's connection attempts
+            cause = cause.exceptions[0]
+        elif cause.__cause__ is not None or cause.__context__ is not None:
+            cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+        else:
+            break
     text = str(cause) or type(cause).__name__
     return text.splitlines()[0] if text else type(cause).__name__

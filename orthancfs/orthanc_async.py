@@ -4,7 +4,7 @@ Sending each upload from a worker thread cost a hand-off between the loop and th
 every file (futex wake-ups, GIL switches): with four writers orthancfs spent 1.35-1.6 ms of CPU
 per file, from the loop about 1.0 ms (lab).  This is OrthancClient's POST, not a second client: the same
 headers and credentials, TLS settings, timeouts, retries and outage tracking, and answers are
-judged by the same rules (`_raise_for_status`).  Everything else keeps using requests.
+judged by the same rules (`judged`).  Everything else keeps using requests.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import requests
 import trio
 
 from .errors import OrthancUnavailable
-from .orthanc import RETRYABLE_STATUS, OrthancClient, _json_of, _raise_for_status
+from .orthanc import Attempt, OrthancClient, attempts, json_of, judged, read_response, reason
 
 log = logging.getLogger("orthancfs.orthanc")  # the client's log: one line per request, as requests' path
 RECEIVE = 1 << 16
@@ -30,7 +30,7 @@ class _Broken(Exception):
     """The connection failed; `answered` if any byte of the answer had come."""
 
     def __init__(self, cause: BaseException, answered: bool):
-        super().__init__(_innermost(cause))
+        super().__init__(reason(cause))
         self.cause, self.answered = cause, answered
 
 
@@ -51,15 +51,9 @@ class LoopUploader:
 
     async def upload(self, body: bytes) -> Any:
         """`POST /instances` of `body`; Orthanc's answer, or the model error the client would raise."""
-        health = self.client.health
-        health.check("POST", "/instances")
-        try:
+        with self.client.health.watching("POST", "/instances"):
             response = await self._retrying(body)
-        except OrthancUnavailable as exc:
-            health.failed(exc)
-            raise
-        health.succeeded()
-        return _json_of(response, "POST /instances")
+        return json_of(response, "POST /instances")
 
     def close(self) -> None:
         """Drop the idle connections; called after the loop has ended (trio's own close needs one)."""
@@ -68,42 +62,30 @@ class LoopUploader:
             os.close(_socket_of(stream).detach())
 
     async def _retrying(self, body: bytes) -> requests.Response:
-        settings = self.client.settings
-        deadline = trio.current_time() + settings.timeout
-        for attempt in range(settings.retries + 1):
-            delay = 0.1 * 2**attempt
-            last_try = attempt == settings.retries or trio.current_time() + delay >= deadline
-            response = await self._attempt(body, deadline, last_try)
+        for attempt in attempts(self.client.settings):
+            response = await self._attempt(body, attempt)
             if response is not None:
                 return response
-            log.debug("POST /instances failed transiently, retrying in %.1fs", delay)
-            await trio.sleep(delay)
+            log.debug("POST /instances failed transiently, retrying in %.1fs", attempt.delay)
+            await trio.sleep(attempt.delay)
         raise AssertionError("unreachable: the last attempt always returns or raises")
 
-    async def _attempt(self, body: bytes, deadline: float, last_try: bool) -> requests.Response | None:
+    async def _attempt(self, body: bytes, attempt: Attempt) -> requests.Response | None:
         """One try, judged as OrthancClient._attempt judges it: a response, None for a retry, or an error."""
-        settings = self.client.settings
         log.debug("POST /instances")
-        connect = max(0.1, min(settings.connect_timeout, deadline - trio.current_time()))
         try:
-            status, headers, content = await self._exchange(body, connect, settings.timeout)
+            status, headers, content = await self._exchange(body, attempt.connect_timeout,
+                                                            self.client.settings.timeout)
         except trio.TooSlowError:
             raise OrthancUnavailable("POST /instances: no answer within the timeout") from None
         except _Broken as exc:
             if isinstance(exc.cause, ssl.SSLError) or isinstance(exc.cause.__cause__, ssl.SSLError):
                 raise OrthancUnavailable(f"TLS failure talking to {self.client.base_url}: {exc}") from None
-            if last_try:
+            if attempt.last:
                 raise OrthancUnavailable(f"cannot reach Orthanc at {self.client.base_url}: {exc}") from None
             return None
-        response = requests.Response()
-        response.status_code, response._content = status, content  # noqa: SLF001 - a read body
-        response._content_consumed = True  # noqa: SLF001
-        response.headers = requests.structures.CaseInsensitiveDict(headers)
-        response.url = self.client.base_url + "/instances"
-        if status in RETRYABLE_STATUS and not last_try:
-            return None
-        _raise_for_status("POST", "/instances", response)
-        return response
+        response = read_response(status, headers, content, self.client.base_url + "/instances")
+        return judged("POST", "/instances", response, attempt.last)
 
     async def _exchange(self, body: bytes, connect: float, timeout: float) -> tuple[int, dict[str, str], bytes]:
         """Send the request and read the answer, on an idle connection if there is one.  A failure
@@ -112,22 +94,20 @@ class LoopUploader:
         while True:
             reused = bool(self._idle)
             stream, connection = self._idle.pop() if reused else await self._connect(connect)
+            answer = None
             try:
                 with trio.fail_after(timeout):
                     answer = await self._roundtrip(stream, connection, body)
             except _Broken as exc:
-                _socket_of(stream).close()
                 if reused and not exc.answered:
                     continue
                 raise
-            except BaseException:
-                _socket_of(stream).close()
-                raise
-            if connection.our_state is h11.DONE and connection.their_state is h11.DONE:
-                connection.start_next_cycle()
-                self._idle.append((stream, connection))
-            else:
-                _socket_of(stream).close()
+            finally:
+                if answer is not None and connection.our_state is connection.their_state is h11.DONE:
+                    connection.start_next_cycle()  # kept for the next upload
+                    self._idle.append((stream, connection))
+                else:
+                    _socket_of(stream).close()
             return answer
 
     async def _connect(self, timeout: float) -> Connection:
@@ -188,14 +168,3 @@ def _socket_of(stream: trio.abc.Stream) -> Any:
         stream = stream.transport_stream
     return stream.socket
 
-
-def _innermost(exc: BaseException) -> str:
-    """The most specific cause, in one line ("Connection refused", not "all attempts failed")."""
-    while True:
-        if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-            exc = exc.exceptions[0]
-        elif exc.__cause__ is not None or exc.__context__ is not None:
-            exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-        else:
-            text = str(exc) or type(exc).__name__
-            return text.splitlines()[0]
