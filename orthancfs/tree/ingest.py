@@ -41,9 +41,12 @@ class FileType(enum.Enum):
     OTHER = "not DICOM"
 
 
-def classify(path: str) -> FileType:
-    with open(path, "rb") as file:
-        head = file.read(HEAD_BYTES)
+def classify(path: str, head: bytes | None = None) -> FileType:
+    """What the file at `path` is, from its first bytes (`head`, if they are read already)."""
+    if head is None:
+        with open(path, "rb") as file:
+            head = file.read(HEAD_BYTES)
+    head = head[:HEAD_BYTES]
     if not head:
         return FileType.EMPTY
     if head[128:132] == b"DICM":
@@ -120,8 +123,8 @@ class Outcome:
 
 
 def _stored(answer: Any) -> Outcome:
-    status = answer.get("Status", "Success") if isinstance(answer, dict) else "Success"
-    return Outcome(True, f"stored as instance {answer.get('ID', '?') if isinstance(answer, dict) else '?'} ({status})")
+    found = answer if isinstance(answer, dict) else {}
+    return Outcome(True, f"stored as instance {found.get('ID', '?')} ({found.get('Status', 'Success')})")
 
 
 def _not_stored(exc: OrthancFSError) -> Outcome:
@@ -142,10 +145,12 @@ class Ingester:
     async def ingest_from_loop(self, path: str) -> Outcome | None:
         """ingest() for a trio loop: a plain DICOM file (up to DIRECT_BODY_LIMIT) is sent from the
         loop itself; None for anything else (ZIP, DICOMDIR, not DICOM, big): ingest() it in a thread."""
-        if os.path.getsize(path) > DIRECT_BODY_LIMIT or classify(path) is not FileType.DICOM:
-            return None
         with open(path, "rb") as file:
+            if os.fstat(file.fileno()).st_size > DIRECT_BODY_LIMIT:
+                return None
             body = file.read()
+        if classify(path, body) is not FileType.DICOM:
+            return None
         if self._loop_uploader is None:
             self._loop_uploader = LoopUploader(self.client)
         try:
