@@ -110,9 +110,9 @@ class Tree:
             listing = self._listings.get(node.key)
             if listing is None or not _same_sources(listing.found, found):
                 listing = self._listings[node.key] = _Listing(found, self._name(node, views.entries(node, found)))
-            elif any(a is not b for a, b in zip(listing.found, found, strict=True)):
-                # Equal answers in new objects (fetched again after the TTL): keep the names, but
-                # hold these objects, or every later call compares each item deeply again (a
+            else:
+                # Equal answers, perhaps in new objects (fetched again after the TTL): keep the names,
+                # but hold these objects, or every later call compares each item deeply again (a
                 # WebDAV walk after the TTL took 13 s instead of 4).
                 listing.found = found
             return listing.children

@@ -91,16 +91,21 @@ class _TreeResource:
             self._ref_url = super().get_ref_url()  # type: ignore[misc]
         return self._ref_url
 
-    def prevent_locking(self) -> bool:
-        # Nothing below the root of the views can be written, so a lock there guards nothing.  Without
-        # locking, PROPFIND leaves out lockdiscovery and supportedlock: no lock lookup per member,
-        # half the XML to write and for the client to parse.  The root stays lockable (it holds uploads/).
+    @property
+    def _read_only(self) -> bool:
+        """Below the root of the views, where nothing can be written; the root holds uploads/."""
         return self.parent is not None
 
+    def prevent_locking(self) -> bool:
+        # A lock on something read-only guards nothing.  Without locking, PROPFIND leaves out
+        # lockdiscovery and supportedlock: no lock lookup per member, half the XML to write and
+        # for the client to parse.
+        return self._read_only
+
     def set_property_value(self, name: str, value: Any, dry_run: bool = False) -> None:
-        # Dead properties below the root of the views would be kept by nobody but this process;
-        # refused, as writes are (and propfind.py can answer for every property there is).
-        if self.parent is not None:
+        # Dead properties there would be kept by nobody but this process; refused, as writes are
+        # (and propfind.py can answer for every property there is).
+        if self._read_only:
             raise DAVError(HTTP_FORBIDDEN, "the views are read-only: they keep no properties")
         super().set_property_value(name, value, dry_run=dry_run)  # type: ignore[misc]
 
