@@ -89,24 +89,22 @@ def drop_caches() -> None:
     Path("/proc/sys/vm/drop_caches").write_text("3")
 
 
-def wait_mounted(path: Path, process: subprocess.Popen) -> None:
+def wait_until(ready: Callable[[], bool], process: subprocess.Popen, what: str) -> None:
+    """Poll `ready` while `process` runs, for at most a minute."""
     deadline = time.monotonic() + 60
-    while not os.path.ismount(path):
+    while not ready():
         if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{process.args[:3]} did not mount: {process.poll()}")
+            raise RuntimeError(f"{process.args[:4]} did not {what}: {process.poll()}")
         time.sleep(0.02)
 
 
-def wait_listening(port: int, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            requests.options(f"http://127.0.0.1:{port}/", timeout=1)
-            return
-        except requests.ConnectionError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{process.args[:4]} did not listen: {process.poll()}") from None
-            time.sleep(0.02)
+def answers(port: int) -> bool:
+    """Whether a WebDAV server answers on `port` (an OPTIONS request: its app is ready, not just its socket)."""
+    try:
+        requests.options(f"http://127.0.0.1:{port}/", timeout=1)
+        return True
+    except requests.ConnectionError:
+        return False
 
 
 class Mount:
@@ -128,7 +126,7 @@ class Mount:
                 self.server = subprocess.Popen([*ours, "webdav", "--listen", f"127.0.0.1:{port}", "--url", url,
                                                 "--debug", "--cache-dir", cache, *options],
                                                stdout=log, stderr=subprocess.STDOUT)
-            wait_listening(port, self.server)
+            wait_until(lambda: answers(port), self.server, "listen")
             self.target: Path | str = f"http://127.0.0.1:{port}"
             self.process = self.server
             return
@@ -137,7 +135,7 @@ class Mount:
         self.target = self.path
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        wait_mounted(self.path, self.process)
+        wait_until(lambda: os.path.ismount(self.path), self.process, "mount")
 
     def requests_so_far(self) -> int:
         if self.kind == "rclone":
