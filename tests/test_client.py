@@ -8,7 +8,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -176,21 +176,26 @@ def test_uploads_send_the_whole_file_with_the_sessions_credentials(scripted: tup
     assert script.bodies[-1] == b"DICM" and script.headers[-1]["Authorization"] == "Bearer t0ken"
 
 
-def test_upload_failures_keep_orthancs_words(scripted: tuple[str, Script]) -> None:
+UPLOADS = [OrthancClient.upload, loop_upload]  # from a thread (WebDAV, archives), from the mount's trio loop
+
+
+@pytest.mark.parametrize("upload", UPLOADS)
+def test_upload_failures_keep_orthancs_words(scripted: tuple[str, Script], upload: Callable) -> None:
     url, script = scripted
     script.statuses = [400]
     with pytest.raises(UploadRejected, match="scripted failure"):
-        client(url).upload(b"not DICOM")
+        upload(client(url), b"not DICOM")
     script.statuses, script.delay, script.requests = [200], 5, 0
     started = time.monotonic()
     with pytest.raises(OrthancUnavailable, match="no answer"):
-        client(url, timeout=0.5).upload(b"DICM")
+        upload(client(url, timeout=0.5), b"DICM")
     assert time.monotonic() - started < 2 and script.requests == 1
 
 
-def test_uploads_to_a_closed_port_are_reported() -> None:
+@pytest.mark.parametrize("upload", UPLOADS)
+def test_uploads_to_a_closed_port_are_reported(upload: Callable) -> None:
     with pytest.raises(OrthancUnavailable, match="refused"):
-        client(f"http://127.0.0.1:{free_port()}", timeout=5).upload(b"DICM")
+        upload(client(f"http://127.0.0.1:{free_port()}", timeout=5), b"DICM")
 
 
 def test_uploads_from_the_loop_send_the_same_request(scripted: tuple[str, Script]) -> None:
@@ -204,20 +209,6 @@ def test_uploads_from_the_loop_send_the_same_request(scripted: tuple[str, Script
     assert headers["Content-Type"] == "application/dicom" and headers["User-Agent"] == "orthancfs"
     loop_upload(client(url, token="t0ken"), b"DICM")
     assert script.bodies[-1] == b"DICM" and script.headers[-1]["Authorization"] == "Bearer t0ken"
-
-
-def test_upload_failures_from_the_loop_keep_orthancs_words(scripted: tuple[str, Script]) -> None:
-    url, script = scripted
-    script.statuses = [400]
-    with pytest.raises(UploadRejected, match="scripted failure"):
-        loop_upload(client(url), b"not DICOM")
-    script.statuses, script.delay, script.requests = [200], 5, 0
-    started = time.monotonic()
-    with pytest.raises(OrthancUnavailable, match="no answer"):
-        loop_upload(client(url, timeout=0.5), b"DICM")
-    assert time.monotonic() - started < 2 and script.requests == 1
-    with pytest.raises(OrthancUnavailable, match="refused"):
-        loop_upload(client(f"http://127.0.0.1:{free_port()}", timeout=5), b"DICM")
 
 
 @pytest.mark.parametrize("closes_idle", [False, True])
