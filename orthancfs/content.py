@@ -69,12 +69,7 @@ class Spool:
     def fill(self, client: OrthancClient) -> None:
         """Download the instance (in a download thread), waking readers as bytes arrive."""
         try:
-            with client.stream(f"/instances/{self.instance_id}/file") as chunks:
-                for chunk in chunks:
-                    os.pwrite(self._file.fileno(), chunk, self._arrived)
-                    with self._changed:
-                        self._arrived += len(chunk)
-                        self._wake()
+            client.download(f"/instances/{self.instance_id}/file", self._file.fileno(), self._arrive)
         except BaseException as exc:  # noqa: BLE001 - every failure goes to the readers
             with self._changed:
                 self.failure = exc
@@ -84,6 +79,11 @@ class Spool:
             self._complete = True
             self._wake()
         log.debug("spooled instance %s (%d bytes)", self.instance_id, self._arrived)
+
+    def _arrive(self, total: int) -> None:
+        with self._changed:
+            self._arrived = total
+            self._wake()
 
     def ready_for(self, offset: int, size: int) -> bool:
         """True if a read of this range would not wait (the FUSE loop serves those itself)."""

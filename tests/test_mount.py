@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from orthancfs.fuse.readahead import READ_AHEAD_KIB, device_of
+
 from . import dataset
 from .conftest import LoadedOrthanc, mounted
 
@@ -86,6 +88,15 @@ def test_cmp_and_dcmdump_on_the_big_multiframe_file(mount: Path, orthanc: Loaded
     subprocess.run(["cmp", str(reference), str(path)], check=True)
     dump = subprocess.run(["dcmdump", str(path)], capture_output=True, text=True, check=True).stdout
     assert "Παπαδόπουλος^Νίκος" in dump and "NumberOfFrames" in dump
+
+
+def test_the_kernel_reads_ahead_a_mebibyte(mount: Path) -> None:
+    """Large files are read in 1 MiB requests instead of the kernel's 128 KiB window (readahead.py)."""
+    if os.geteuid() != 0:
+        pytest.skip("only root may change a mount's readahead")
+    device = device_of(os.path.realpath(mount))
+    assert device is not None
+    assert int(Path("/sys/class/bdi", device, "read_ahead_kb").read_text()) == READ_AHEAD_KIB
 
 
 def test_random_and_concurrent_reads(mount: Path, orthanc: LoadedOrthanc) -> None:

@@ -1,0 +1,144 @@
+"""OrthancClient.download against a real HTTP server: spliced or copied, the file comes out exact,
+and a server that cuts or stalls a body fails the download within the timeout."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from orthancfs.errors import OrthancUnavailable
+from orthancfs.fuse.readahead import device_of, raise_readahead
+from orthancfs.orthanc import FIRST_CHUNK_SIZE, SPLICE_FROM, ClientSettings, OrthancClient
+from orthancfs.splice import takes_splice
+
+LARGE = os.urandom(3 * SPLICE_FROM + 12345)  # spliced, in pieces of growing size
+SMALL = os.urandom(SPLICE_FROM // 2)  # copied
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, threading.Event]]:
+    """Bodies by path: /large, /small, /chunked (copied whatever its size), /cut/... (the
+    connection closes halfway), /stall/... (the server goes silent halfway)."""
+    released = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # for chunked answers
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            body = SMALL if self.path.endswith("/small") else LARGE
+            self.send_response(200)
+            if self.path == "/chunked":
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for start in range(0, len(body), 100_000):
+                    piece = body[start:start + 100_000]
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                self.wfile.write(b"0\r\n\r\n")
+                return
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.path.startswith(("/cut/", "/stall/")):
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                if self.path.startswith("/stall/"):
+                    released.wait(30)
+                self.close_connection = True
+                return
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    http_server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    http_server.daemon_threads = True
+    threading.Thread(target=http_server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{http_server.server_address[1]}", released
+    released.set()
+    http_server.shutdown()
+    http_server.server_close()
+
+
+def download(url: str, path: str, timeout: float = 30.0) -> tuple[bytes, list[int]]:
+    """What `path` downloads into a fresh file, and each total that `arrived` was told."""
+    totals: list[int] = []
+    with tempfile.TemporaryFile() as file:
+        total = OrthancClient(ClientSettings(url, timeout=timeout)).download(path, file.fileno(), totals.append)
+        assert total == totals[-1] == os.fstat(file.fileno()).st_size
+        return os.pread(file.fileno(), total + 1, 0), totals
+
+
+@pytest.mark.parametrize(("path", "expected", "how"), [("/large", LARGE, "spliced"), ("/small", SMALL, "copied"),
+                                                       ("/chunked", LARGE, "copied")])
+def test_the_file_is_exact_and_readers_hear_of_every_piece(server: tuple[str, threading.Event], path: str,
+                                                           expected: bytes, how: str,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    url, _ = server
+    with caplog.at_level(logging.DEBUG, logger="orthancfs.orthanc"):
+        data, totals = download(url, path)
+    assert data == expected
+    assert totals == sorted(set(totals)) and len(totals) > 2  # growing, in several pieces
+    assert totals[0] <= FIRST_CHUNK_SIZE + 65536  # the first bytes are announced early
+    assert f"downloaded {path}: {len(expected)} bytes, {how}" in caplog.text
+
+
+@pytest.mark.parametrize("size", ["large", "small"])
+def test_a_body_cut_midway_is_an_interrupted_download(server: tuple[str, threading.Event], size: str) -> None:
+    url, _ = server
+    with pytest.raises(OrthancUnavailable, match="download interrupted"):
+        download(url, f"/cut/{size}")
+
+
+@pytest.mark.parametrize("size", ["large", "small"])
+def test_a_server_silent_midway_fails_within_the_timeout(server: tuple[str, threading.Event], size: str) -> None:
+    url, _ = server
+    started = time.monotonic()
+    with pytest.raises(OrthancUnavailable, match="download interrupted"):
+        download(url, f"/stall/{size}", timeout=0.5)
+    assert time.monotonic() - started < 3
+
+
+def test_files_that_refuse_spliced_bytes_are_detected(tmp_path: Path) -> None:
+    path = tmp_path / "spool"
+    with open(path, "w+b") as file:
+        assert takes_splice(file.fileno())
+        assert os.fstat(file.fileno()).st_size == 0  # the probe leaves nothing behind
+    with open(path, "ab") as appending:  # splice(2) refuses files opened for appending
+        assert not takes_splice(appending.fileno())
+
+
+MOUNTINFO = """\
+22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw
+42 27 0:39 / /mnt/pacs\\040scans rw,nosuid,nodev - fuse.orthancfs http://127.0.0.1:8042 rw,user_id=0
+43 42 0:40 / /mnt/pacs\\040scans rw,nosuid,nodev - fuse.orthancfs http://127.0.0.1:8043 rw,user_id=0
+"""
+
+
+def test_the_mount_device_comes_from_mountinfo(tmp_path: Path) -> None:
+    (tmp_path / "mountinfo").write_text(MOUNTINFO)
+    assert device_of("/mnt/pacs scans", str(tmp_path / "mountinfo")) == "0:40"  # the one mounted last
+    assert device_of("/mnt/other", str(tmp_path / "mountinfo")) is None
+
+
+@pytest.mark.parametrize(("before", "after", "raised"), [("128", "1024", True), ("4096", "4096", True)])
+def test_readahead_is_raised_never_lowered(tmp_path: Path, before: str, after: str, raised: bool) -> None:
+    (tmp_path / "mountinfo").write_text(MOUNTINFO)
+    setting = tmp_path / "bdi" / "0:40" / "read_ahead_kb"
+    setting.parent.mkdir(parents=True)
+    setting.write_text(before)
+    assert raise_readahead("/mnt/pacs scans", 1024, str(tmp_path / "mountinfo"), str(tmp_path / "bdi")) is raised
+    assert setting.read_text() == after
+
+
+def test_readahead_that_cannot_be_changed_is_said_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "mountinfo").write_text(MOUNTINFO)
+    with caplog.at_level(logging.INFO, logger="orthancfs.fuse.readahead"):
+        assert not raise_readahead("/mnt/pacs scans", 1024, str(tmp_path / "mountinfo"), str(tmp_path / "bdi"))
+    assert caplog.text.count("echo 1024 >") == 1
