@@ -101,9 +101,10 @@ class OrthancIndex:
         load in the background: a single `ls` stays as fast as one request, and a walk
         follows the pages as they come instead of asking folder by folder.
         """
-        if self.in_bulk_mode():
-            parents, children = self.cache.peek(("all", level)), self.cache.peek(("all", CHILD_LEVEL[level]))
-            if parents is not None and children is not None:
+        parents, children = self.cache.peek(("all", level)), self.cache.peek(("all", CHILD_LEVEL[level]))
+        # Nothing loaded or loading: no need to ask /statistics whether it could be (a cold request).
+        if parents is not None and self.in_bulk_mode():
+            if children is not None:
                 if orthanc_id not in parents.by_id:
                     raise NotFound(f"/{level}/{orthanc_id}")
                 return children.by_parent.get(orthanc_id) or children.none
@@ -158,8 +159,8 @@ class OrthancIndex:
     def document(self, level: str, orthanc_id: str) -> bytes:
         """`GET /{level}/{id}` rendered the way study.json/series.json show it."""
         route = f"/{level}/{orthanc_id}"
-        loaded = self.cache.peek(("all", level)) if self.in_bulk_mode() else None
-        if loaded is not None:
+        loaded = self.cache.peek(("all", level))
+        if loaded is not None and self.in_bulk_mode():
             item = loaded.by_id.get(orthanc_id)
             if item is None:
                 raise NotFound(route)
