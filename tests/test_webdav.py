@@ -224,6 +224,29 @@ def test_propfind_of_the_views(server: OrthancServer, tmp_path: Path) -> None:
         assert webdav.stop() == 0
 
 
+def raw_hrefs(response: requests.Response) -> list[str]:
+    return re.findall(r"<(?:\w+:)?href>([^<]+)</", response.text)
+
+
+def test_members_are_quoted_as_when_asked_for_directly(server: OrthancServer, tmp_path: Path) -> None:
+    """A folder's members get their URLs from the folder's, quoting only their own names (views.py):
+    each must be the URL wsgidav gives the same resource asked for by itself."""
+    spec = Spec("Q(1),$ 100%", "Ünïcode^Zoë (x) & y", generate_uid(), generate_uid())
+    with server.client() as client:
+        client.upload(make_dicom(spec))
+    webdav = WebDAV(server.url, tmp_path)
+    try:
+        checked = 0
+        for folder in ("/by-patients/", "/by-studies/", f"/by-uids/{spec.study_uid}/"):
+            for href in raw_hrefs(propfind(webdav.url + folder))[1:]:
+                [direct] = raw_hrefs(propfind(webdav.url + href.replace("&amp;", "&"), depth="0"))
+                assert direct == href
+                checked += 1
+        assert checked >= 6
+    finally:
+        assert webdav.stop() == 0
+
+
 LOCK_BODY = (b'<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
              b'</D:lockscope><D:locktype><D:write/></D:locktype></D:lockinfo>')
 

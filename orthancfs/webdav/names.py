@@ -16,7 +16,12 @@ TRAILING = {".": "．", " ": "\u3000"}
 RESERVED = re.compile(r"^(CON|PRN|AUX|NUL|COM[1-9]|LPT[1-9])(\..*)?$", re.IGNORECASE)
 
 
+NEEDS_MAPPING = re.compile(r'[<>:"|?*]|[. ]\Z')
+
+
 def windows_safe(name: str) -> str:
+    if not NEEDS_MAPPING.search(name) and not RESERVED.match(name):
+        return name  # most names: one regex pass instead of a generator over every character
     mapped = "".join(FORBIDDEN.get(c, c) for c in name)
     if mapped and mapped[-1] in TRAILING:
         mapped = mapped[:-1] + TRAILING[mapped[-1]]

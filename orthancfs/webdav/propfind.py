@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from xml.etree import ElementTree
@@ -145,12 +146,24 @@ def live_properties(resource: Any) -> dict[str, str]:
     if not resource.is_collection:
         values["getcontentlength"] = str(resource.get_content_length())
         values["getcontenttype"] = escape(resource.get_content_type())
-    values["getlastmodified"] = util.get_rfc1123_time(resource.get_last_modified())
+    values["getlastmodified"] = http_date(resource.get_last_modified())
     values["displayname"] = escape(resource.get_display_name())
     etag = resource.get_etag()
     if etag is not None:
         values["getetag"] = escape(etag)
     return values
+
+
+DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date(seconds: float) -> str:
+    """RFC 1123 date, as wsgidav writes it (email.utils.formatdate, GMT) at a fraction of the cost
+    (a twentieth of a walk's CPU), and like it independent of the locale."""
+    t = time.gmtime(seconds)
+    return (f"{DAYS[t.tm_wday]}, {t.tm_mday:02d} {MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT")
 
 
 def _empty(namespace: str, local: str) -> str:

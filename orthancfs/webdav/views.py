@@ -10,6 +10,7 @@ import io
 import threading
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 from cachetools import LRUCache
 from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
@@ -23,6 +24,7 @@ from .errors import dav_error
 from .names import windows_safe
 
 MAPPINGS_KEPT = 4096
+HREF_SAFE = "!*'(),$-_|."  # what wsgidav's get_href() leaves unquoted besides "/" (Nautilus wants it so)
 CONTENT_TYPES = {Kind.INSTANCE: "application/dicom", Kind.JSON: "application/json", Kind.TEXT: "text/plain"}
 
 
@@ -83,6 +85,7 @@ class _TreeResource:
         super().__init__(path, environ)  # type: ignore[call-arg]
         self.node, self.parent, self.tree_name = node, parent, name
         self._ref_url: str | None = None
+        self._href: str | None = None
 
     def get_ref_url(self) -> str:
         # wsgidav asks for it once per property of every member of a PROPFIND, and quoting a
@@ -90,6 +93,18 @@ class _TreeResource:
         if self._ref_url is None:
             self._ref_url = super().get_ref_url()  # type: ignore[misc]
         return self._ref_url
+
+    def get_href(self) -> str:
+        if self._href is None:
+            self._href = super().get_href()  # type: ignore[misc]
+        return self._href
+
+    def _quoted_below(self, parent: _TreeResource, name: str) -> None:
+        """This member's URLs from its folder's, quoting only its own name: quoting the whole
+        path of every member took a sixth of a warm walk (parents' spaces defeat quote()'s fast path)."""
+        tail = "/" if self.is_collection else ""  # type: ignore[attr-defined]
+        self._ref_url = parent.get_ref_url() + quote(name, safe="") + tail
+        self._href = parent.get_href() + quote(name, safe=HREF_SAFE) + tail
 
     @property
     def _read_only(self) -> bool:
@@ -149,7 +164,9 @@ class TreeFolder(_TreeResource, DAVCollection):
         """The members one by one (propfind.py writes each as it comes: 100,000s in a big folder)."""
         base = self.path.rstrip("/")
         for name, (tree_name, child) in self.provider.listing(self.node).items():
-            yield make_resource(f"{base}/{name}", self.environ, child, self.node, tree_name)
+            member = make_resource(f"{base}/{name}", self.environ, child, self.node, tree_name)
+            member._quoted_below(self, name)
+            yield member
 
     def get_member(self, name: str) -> Any:
         found = self.provider.listing(self.node).get(name)
