@@ -12,6 +12,7 @@ operation, and orthancfs' peak RSS; --output also writes it to a file.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -157,6 +158,36 @@ class Mount:
         self.process.wait(30)
 
 
+def capture_shape(url: str, work: Path) -> Path:
+    """The shape of by-patients/ (folders, files and sizes) as bench/memfs.py serves it."""
+    mount = Mount("orthancfs", url, work)
+    dirs: list[str] = []
+    files: list[tuple[str, int]] = []
+    try:
+        for folder, _, names in os.walk(mount.path / "by-patients"):  # parents before children
+            relative = os.path.relpath(folder, mount.path)
+            dirs.append(relative)
+            files.extend((f"{relative}/{name}", os.stat(os.path.join(folder, name)).st_size) for name in names)
+    finally:
+        mount.close()
+    shape = work / "shape.json"
+    shape.write_text(json.dumps({"dirs": dirs, "files": files}))
+    return shape
+
+
+def in_memory_walk(shape: Path, work: Path, walk: Callable[[Path], float]) -> float:
+    """`walk` over a fresh in-memory pyfuse3 mount of `shape` (cold: the kernel knows nothing yet)."""
+    path = work / "mnt-memfs"
+    path.mkdir(exist_ok=True)
+    process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("memfs.py")), str(shape), str(path)])
+    try:
+        wait_until(lambda: os.path.ismount(path), process, "mount")
+        return walk(path)
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", str(path)], check=False)
+        process.wait(30)
+
+
 def timed(command: list[str] | Callable[[], object]) -> float:
     started = time.perf_counter()
     if callable(command):
@@ -296,6 +327,14 @@ def run(args: argparse.Namespace) -> str:
         find_ls = lambda m: timed(["find", str(m / "by-patients"), "-ls"])  # noqa: E731
         if "walk" in args.only:
             bench.measure("cold `find by-patients -type f`", "rclone", find, None)
+            # Issue 5's limits for a cold walk, in this run: the whole index in one REST call, and the
+            # same tree served from memory by a bare pyfuse3 file system (bench/memfs.py).
+            whole_index = lambda: timed(lambda: client.get_json("/instances", params={"expand": ""}))  # noqa: E731
+            bench.measure("cold `find by-patients -type f`", "raw REST: `GET /instances?expand`", find, whole_index)
+            shape = capture_shape(server.url, work)
+            for name, walk in (("cold `find by-patients -type f`", find), ("cold `find by-patients -ls`", find_ls)):
+                bench.measure(name, "in-memory pyfuse3 tree (the limit)", walk,
+                              lambda walk=walk: in_memory_walk(shape, work, walk))
             bench.measure("warm `find by-patients -type f`", "rclone", find, None, warm=True)
             # Databases above --bulk-limit (most real PACS) are walked folder by folder.
             bench.measure("cold `find by-patients -type f`, folder by folder (`--bulk-limit 0`)", "rclone", find,
