@@ -38,7 +38,7 @@ from .errors import (
     UploadRejected,
     UsageError,
 )
-from .splice import splice_into, takes_splice
+from .splice import FileWriteError, splice_into, takes_splice, write_at
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +200,8 @@ class OrthancClient:
                     total = self._spliced(body, fd, arrived)
                 else:
                     total = self._copied(response, fd, arrived)
+            except FileWriteError:
+                raise  # the local disk's error (ENOSPC...), as it is
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                     urllib3.exceptions.HTTPError, OSError) as exc:  # raw reads raise urllib3's own errors
                 raise OrthancUnavailable(f"GET {path}: download interrupted: {reason(exc)}") from None
@@ -208,7 +210,7 @@ class OrthancClient:
 
     @staticmethod
     def _spliced(body: _SpliceableBody, fd: int, arrived: Callable[[int], None]) -> int:
-        os.pwrite(fd, body.head, 0)
+        write_at(fd, body.head, 0)
         arrived(len(body.head))
         splice_into(body.sock, fd, len(body.head), body.length, FIRST_CHUNK_SIZE, arrived)
         return body.length
@@ -222,7 +224,7 @@ class OrthancClient:
         # CPU per byte; only a server or proxy that compresses anyway needs decoding.
         decode = response.headers.get("Content-Encoding", "identity").lower() != "identity"
         while chunk := response.raw.read(size, decode_content=decode):
-            os.pwrite(fd, chunk, total)
+            write_at(fd, chunk, total)
             total += len(chunk)
             arrived(total)
             size = min(size * 2, CHUNK_SIZE)

@@ -22,6 +22,17 @@ F_SETPIPE_SZ = 1031  # from <fcntl.h>; Python's fcntl module names it only from 
 MAX_PIECE = 1 << 20  # the pipe's capacity: one piece per splice from the socket
 
 
+class FileWriteError(OSError):
+    """The local file refused the bytes (disk full...): not the network's fault, and said so."""
+
+
+def write_at(fd: int, data: bytes, offset: int) -> None:
+    try:
+        os.pwrite(fd, data, offset)
+    except OSError as exc:
+        raise FileWriteError(exc.errno, exc.strerror) from None
+
+
 def takes_splice(fd: int) -> bool:
     """Whether the file `fd` (empty, about to be filled from offset 0) accepts spliced bytes.
 
@@ -81,7 +92,10 @@ def _from_socket(sock: socket.socket, pipe: int, count: int, timeout: float | No
 
 def _to_file(pipe: int, fd: int, offset: int, count: int) -> None:
     while count:
-        moved = os.splice(pipe, fd, count, offset_dst=offset)
+        try:
+            moved = os.splice(pipe, fd, count, offset_dst=offset)
+        except OSError as exc:
+            raise FileWriteError(exc.errno, exc.strerror) from None
         offset += moved
         count -= moved
 

@@ -3,8 +3,10 @@ and a server that cuts or stalls a body fails the download within the timeout.""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import subprocess
 import tempfile
 import threading
 import time
@@ -103,6 +105,29 @@ def test_a_server_silent_midway_fails_within_the_timeout(server: tuple[str, thre
     with pytest.raises(OrthancUnavailable, match="download interrupted"):
         download(url, f"/stall/{size}", timeout=0.5)
     assert time.monotonic() - started < 3
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real file system of 1 MiB, smaller than LARGE."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    path = tmp_path / "tiny"
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+@pytest.mark.parametrize("path", ["/large", "/chunked"])  # spliced, copied
+def test_a_full_local_disk_is_its_own_error_not_orthancs(server: tuple[str, threading.Event], full_disk: Path,
+                                                          path: str) -> None:
+    url, _ = server
+    with open(full_disk / "spool", "w+b") as file, pytest.raises(OSError) as caught:
+        OrthancClient(ClientSettings(url)).download(path, file.fileno(), lambda total: None)
+    assert caught.value.errno == errno.ENOSPC
 
 
 def test_files_that_refuse_spliced_bytes_are_detected(tmp_path: Path) -> None:
