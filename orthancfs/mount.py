@@ -149,7 +149,8 @@ async def _serve(ops: OrthancOperations, real_path: str, ready_callbacks: list[C
 async def _announce(real_path: str, ready_callbacks: list[Callable[[], None]],
                     on_ready: Callable[[], None] | None) -> None:
     """Once requests are being served: tell whoever waits (mount(8), systemd), then the demo's show."""
-    await trio.to_thread.run_sync(_after_init, real_path)
+    # Abandoned if serving ends first: a stat nobody answers would otherwise hold the exit.
+    await trio.to_thread.run_sync(_after_init, real_path, abandon_on_cancel=True)
     for callback in ready_callbacks:
         callback()
     if on_ready is not None:
