@@ -18,7 +18,6 @@ import select
 import socket
 from collections.abc import Callable
 
-F_SETPIPE_SZ = 1031  # from <fcntl.h>; Python's fcntl module names it only from 3.10 on some builds
 MAX_PIECE = 1 << 20  # the pipe's capacity: one piece per splice from the socket
 
 
@@ -65,7 +64,7 @@ def splice_into(sock: socket.socket, fd: int, offset: int, end: int, first_piece
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     try:
         with contextlib.suppress(OSError):  # a smaller pipe only means smaller pieces
-            fcntl.fcntl(write_end, F_SETPIPE_SZ, MAX_PIECE)
+            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, MAX_PIECE)
         piece = first_piece
         while offset < end:
             moved = _from_socket(sock, write_end, min(piece, end - offset), timeout)
