@@ -46,6 +46,10 @@ class BytesContent:
         pass
 
 
+class SpoolDiscarded(Exception):
+    """Stops the download of a spool that was evicted meanwhile."""
+
+
 class Spool:
     """One instance's bytes in an unlinked temporary file, filled while it is read."""
 
@@ -61,6 +65,8 @@ class Spool:
         self.failure: BaseException | None = None
         self._changed = threading.Condition()
         self._waiters: list[tuple[int, Callable[[], None]]] = []  # (end offset, wake-up) of async readers
+        self._filling = False  # a download thread writes into the file
+        self._discarded = False
 
     @property
     def failed(self) -> bool:
@@ -68,20 +74,30 @@ class Spool:
 
     def fill(self, client: OrthancClient) -> None:
         """Download the instance (in a download thread), waking readers as bytes arrive."""
+        with self._changed:
+            self._filling = True
         try:
             client.download(f"/instances/{self.instance_id}/file", self._file.fileno(), self._arrive)
         except BaseException as exc:  # noqa: BLE001 - every failure goes to the readers
             with self._changed:
                 self.failure = exc
                 self._wake()
-            return
-        with self._changed:
-            self._complete = True
-            self._wake()
-        log.debug("spooled instance %s (%d bytes)", self.instance_id, self._arrived)
+        else:
+            with self._changed:
+                self._complete = True
+                self._wake()
+            log.debug("spooled instance %s (%d bytes)", self.instance_id, self._arrived)
+        finally:
+            with self._changed:
+                self._filling = False
+                close = self._discarded
+            if close:
+                self._file.close()
 
     def _arrive(self, total: int) -> None:
         with self._changed:
+            if self._discarded:  # evicted while downloading: nobody wants the rest
+                raise SpoolDiscarded(self.instance_id)
             self._arrived = total
             self._wake()
 
@@ -124,6 +140,12 @@ class Spool:
         return os.pread(self._file.fileno(), size, offset)
 
     def discard(self) -> None:
+        """Close the file, or have its download stop and close it: the download holds the
+        descriptor's number, and a number closed under it could be reused by any other file."""
+        with self._changed:
+            self._discarded = True
+            if self._filling:
+                return
         self._file.close()
 
 

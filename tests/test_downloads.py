@@ -16,10 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from orthancfs.content import Spool
 from orthancfs.errors import OrthancUnavailable
 from orthancfs.fuse.readahead import device_of, raise_readahead
 from orthancfs.orthanc import FIRST_CHUNK_SIZE, SPLICE_FROM, ClientSettings, OrthancClient
 from orthancfs.splice import takes_splice
+
+from .helpers import wait_for
 
 LARGE = os.urandom(3 * SPLICE_FROM + 12345)  # spliced, in pieces of growing size
 SMALL = os.urandom(SPLICE_FROM // 2)  # copied
@@ -47,10 +50,10 @@ def server() -> Iterator[tuple[str, threading.Event]]:
                 return
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            if self.path.startswith(("/cut/", "/stall/")):
+            if "/cut/" in self.path or "/stall/" in self.path:
                 self.wfile.write(body[: len(body) // 2])
                 self.wfile.flush()
-                if self.path.startswith("/stall/"):
+                if "/stall/" in self.path:
                     released.wait(30)
                 self.close_connection = True
                 return
@@ -105,6 +108,23 @@ def test_a_server_silent_midway_fails_within_the_timeout(server: tuple[str, thre
     with pytest.raises(OrthancUnavailable, match="download interrupted"):
         download(url, f"/stall/{size}", timeout=0.5)
     assert time.monotonic() - started < 3
+
+
+def test_a_spool_evicted_while_downloading_keeps_its_file_until_the_download_stops(
+        server: tuple[str, threading.Event], tmp_path: Path) -> None:
+    """The download writes by descriptor number: closing the file under it would let that number
+    be reused by another file, and the rest of the download would land there."""
+    url, _ = server
+    spool = Spool("stall", len(LARGE), str(tmp_path))  # GET /instances/stall/file: half, then silence
+    download = threading.Thread(target=spool.fill, args=(OrthancClient(ClientSettings(url, timeout=1.0)),))
+    download.start()
+    wait_for(lambda: spool.ready_for(0, 4096), 10, "the first bytes")
+    spool.discard()
+    assert spool.read(0, 4096) == LARGE[:4096]  # still open: the download still holds it
+    download.join(10)
+    assert spool.failed
+    with pytest.raises(ValueError):  # closed once the download stopped
+        spool.read(0, 4096)
 
 
 @pytest.fixture
