@@ -123,49 +123,48 @@ def serve(ops: OrthancOperations, mountpoint: str, source: str, ready_callbacks:
     """Mount `ops` at `mountpoint` and serve requests until unmounted, SIGINT or SIGTERM."""
     options = set(pyfuse3.default_options) | {f"fsname={source.replace(',', '%2C')}", "subtype=orthancfs"}
     options |= extra_options or set()
-    real_path = os.path.realpath(mountpoint)  # now: once mounted, a stat would wait for our own loop
     try:
         pyfuse3.init(ops, mountpoint, options)
     except RuntimeError as exc:
         raise StartupError(f"cannot mount at {mountpoint}: {exc}") from None
     log.info("mounted %s at %s", source, mountpoint)
     try:
-        trio.run(_serve, ops, real_path, list(ready_callbacks), on_ready)
+        trio.run(_serve, ops, mountpoint, list(ready_callbacks), on_ready)
     finally:
         ops.close()
         pyfuse3.close(unmount=True)
         log.info("unmounted %s", mountpoint)
 
 
-async def _serve(ops: OrthancOperations, real_path: str, ready_callbacks: list[Callable[[], None]],
+async def _serve(ops: OrthancOperations, mountpoint: str, ready_callbacks: list[Callable[[], None]],
                  on_ready: Callable[[], None] | None) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, ops)
-        nursery.start_soon(_announce, real_path, ready_callbacks, on_ready)
+        nursery.start_soon(_announce, mountpoint, ready_callbacks, on_ready)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
 
 
-async def _announce(real_path: str, ready_callbacks: list[Callable[[], None]],
+async def _announce(mountpoint: str, ready_callbacks: list[Callable[[], None]],
                     on_ready: Callable[[], None] | None) -> None:
     """Once requests are being served: tell whoever waits (mount(8), systemd), then the demo's show."""
     # Abandoned if serving ends first: a stat nobody answers would otherwise hold the exit.
-    await trio.to_thread.run_sync(_after_init, real_path, abandon_on_cancel=True)
+    await trio.to_thread.run_sync(_after_init, mountpoint, abandon_on_cancel=True)
     for callback in ready_callbacks:
         callback()
     if on_ready is not None:
         await trio.to_thread.run_sync(on_ready)
 
 
-def _after_init(real_path: str) -> None:
-    """Wait until the kernel has our answer to its INIT (a stat waits for it), then raise the
-    readahead: the kernel sets it from that answer, so an earlier setting would be undone."""
+def _after_init(mountpoint: str) -> None:
+    """Wait until the kernel has our answer to its INIT (a stat of the mount waits for it), then
+    raise the readahead: the kernel sets it from that answer, so an earlier setting would be undone."""
     try:
-        os.stat(real_path)
+        device = os.stat(mountpoint).st_dev
     except OSError as exc:
         log.info("readahead left as it is: %s", exc)
         return
-    raise_readahead(real_path)
+    raise_readahead(device)
 
 
 async def _stop_on_signal(ops: OrthancOperations) -> None:

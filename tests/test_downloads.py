@@ -18,7 +18,7 @@ import pytest
 
 from orthancfs.content import Spool
 from orthancfs.errors import OrthancUnavailable
-from orthancfs.fuse.readahead import device_of, raise_readahead
+from orthancfs.fuse.readahead import raise_readahead
 from orthancfs.orthanc import FIRST_CHUNK_SIZE, SPLICE_FROM, ClientSettings, OrthancClient
 from orthancfs.splice import takes_splice
 
@@ -159,31 +159,19 @@ def test_files_that_refuse_spliced_bytes_are_detected(tmp_path: Path) -> None:
         assert not takes_splice(appending.fileno())
 
 
-MOUNTINFO = """\
-22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw
-42 27 0:39 / /mnt/pacs\\040scans rw,nosuid,nodev - fuse.orthancfs http://127.0.0.1:8042 rw,user_id=0
-43 42 0:40 / /mnt/pacs\\040scans rw,nosuid,nodev - fuse.orthancfs http://127.0.0.1:8043 rw,user_id=0
-"""
-
-
-def test_the_mount_device_comes_from_mountinfo(tmp_path: Path) -> None:
-    (tmp_path / "mountinfo").write_text(MOUNTINFO)
-    assert device_of("/mnt/pacs scans", str(tmp_path / "mountinfo")) == "0:40"  # the one mounted last
-    assert device_of("/mnt/other", str(tmp_path / "mountinfo")) is None
+DEVICE = os.makedev(0, 40)  # a FUSE mount's st_dev: /sys/class/bdi/0:40
 
 
 @pytest.mark.parametrize(("before", "after", "raised"), [("128", "1024", True), ("4096", "4096", True)])
 def test_readahead_is_raised_never_lowered(tmp_path: Path, before: str, after: str, raised: bool) -> None:
-    (tmp_path / "mountinfo").write_text(MOUNTINFO)
     setting = tmp_path / "bdi" / "0:40" / "read_ahead_kb"
     setting.parent.mkdir(parents=True)
     setting.write_text(before)
-    assert raise_readahead("/mnt/pacs scans", 1024, str(tmp_path / "mountinfo"), str(tmp_path / "bdi")) is raised
+    assert raise_readahead(DEVICE, 1024, str(tmp_path / "bdi")) is raised
     assert setting.read_text() == after
 
 
 def test_readahead_that_cannot_be_changed_is_said_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    (tmp_path / "mountinfo").write_text(MOUNTINFO)
     with caplog.at_level(logging.INFO, logger="orthancfs.fuse.readahead"):
-        assert not raise_readahead("/mnt/pacs scans", 1024, str(tmp_path / "mountinfo"), str(tmp_path / "bdi"))
+        assert not raise_readahead(DEVICE, 1024, str(tmp_path / "bdi"))
     assert caplog.text.count("echo 1024 >") == 1

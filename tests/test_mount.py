@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from orthancfs.fuse.readahead import READ_AHEAD_KIB, device_of
+from orthancfs.fuse.readahead import READ_AHEAD_KIB
 
 from . import dataset
 from .conftest import LoadedOrthanc, mounted
@@ -94,9 +94,9 @@ def test_the_kernel_reads_ahead_a_mebibyte(mount: Path) -> None:
     """Large files are read in 1 MiB requests instead of the kernel's 128 KiB window (readahead.py)."""
     if os.geteuid() != 0:
         pytest.skip("only root may change a mount's readahead")
-    device = device_of(os.path.realpath(mount))
-    assert device is not None
-    assert int(Path("/sys/class/bdi", device, "read_ahead_kb").read_text()) == READ_AHEAD_KIB
+    device = os.stat(mount).st_dev
+    setting = Path("/sys/class/bdi", f"{os.major(device)}:{os.minor(device)}", "read_ahead_kb")
+    assert int(setting.read_text()) == READ_AHEAD_KIB
 
 
 def test_random_and_concurrent_reads(mount: Path, orthanc: LoadedOrthanc) -> None:
