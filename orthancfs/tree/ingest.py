@@ -46,7 +46,6 @@ def classify(path: str, head: bytes | None = None) -> FileType:
     if head is None:
         with open(path, "rb") as file:
             head = file.read(HEAD_BYTES)
-    head = head[:HEAD_BYTES]
     if not head:
         return FileType.EMPTY
     if head[128:132] == b"DICM":
@@ -148,9 +147,10 @@ class Ingester:
         with open(path, "rb") as file:
             if os.fstat(file.fileno()).st_size > DIRECT_BODY_LIMIT:
                 return None
-            body = file.read()
-        if classify(path, body) is not FileType.DICOM:
-            return None
+            head = file.read(HEAD_BYTES)  # what it is, before reading (up to 8 MiB of) the rest
+            if classify(path, head) is not FileType.DICOM:
+                return None
+            body = head + file.read()
         if self._loop_uploader is None:
             self._loop_uploader = LoopUploader(self.client)
         try:
