@@ -109,8 +109,9 @@ def answers(port: int) -> bool:
 
 
 class Mount:
-    """A fresh mount of one kind, unmounted on exit: orthancfs; rclone over Orthanc's WebDAV; or
-    webdav: a fresh `orthancfs webdav` server, no mount (`target` is its URL)."""
+    """A fresh mount of one kind, unmounted on exit: orthancfs; rclone over Orthanc's WebDAV;
+    memfs, the in-memory limit (bench/memfs.py); or webdav: a fresh `orthancfs webdav` server,
+    no mount (`target` is its URL)."""
 
     def __init__(self, kind: str, url: str, work: Path, options: tuple[str, ...] = ()):
         self.kind, self.path = kind, work / f"mnt-{kind}"
@@ -131,6 +132,8 @@ class Mount:
             self.target: Path | str = f"http://127.0.0.1:{port}"
             self.process = self.server
             return
+        elif kind == "memfs":  # options: the shape file (no Orthanc involved)
+            command = [sys.executable, str(Path(__file__).with_name("memfs.py")), *options, str(self.path)]
         else:
             command = ["rclone", "mount", ":webdav:", str(self.path), f"--webdav-url={url}/webdav/", "--read-only"]
         self.target = self.path
@@ -177,15 +180,11 @@ def capture_shape(url: str, work: Path) -> Path:
 
 def in_memory_walk(shape: Path, work: Path, walk: Callable[[Path], float]) -> float:
     """`walk` over a fresh in-memory pyfuse3 mount of `shape` (cold: the kernel knows nothing yet)."""
-    path = work / "mnt-memfs"
-    path.mkdir(exist_ok=True)
-    process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("memfs.py")), str(shape), str(path)])
+    mount = Mount("memfs", "", work, (str(shape),))
     try:
-        wait_until(lambda: os.path.ismount(path), process, "mount")
-        return walk(path)
+        return walk(mount.path)
     finally:
-        subprocess.run(["fusermount3", "-u", "-z", str(path)], check=False)
-        process.wait(30)
+        mount.close()
 
 
 def timed(command: list[str] | Callable[[], object]) -> float:
