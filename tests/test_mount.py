@@ -18,6 +18,7 @@ from orthancfs.fuse.readahead import READ_AHEAD_KIB
 
 from . import dataset
 from .conftest import LoadedOrthanc, mounted
+from .helpers import wait_for
 
 VIEWS = ["by-dates", "by-patients", "by-studies", "by-uids", "uploads"]
 
@@ -96,7 +97,9 @@ def test_the_kernel_reads_ahead_a_mebibyte(mount: Path) -> None:
         pytest.skip("only root may change a mount's readahead")
     device = os.stat(mount).st_dev
     setting = Path("/sys/class/bdi", f"{os.major(device)}:{os.minor(device)}", "read_ahead_kb")
-    assert int(setting.read_text()) == READ_AHEAD_KIB
+    # Raised just after the mount appears (once the kernel has our INIT answer): the fixture
+    # waits for the mount only, as a user could; READY=1 for mount(8) and systemd comes after it.
+    wait_for(lambda: int(setting.read_text()) == READ_AHEAD_KIB, 10, "the readahead to be raised")
 
 
 def test_random_and_concurrent_reads(mount: Path, orthanc: LoadedOrthanc) -> None:
