@@ -22,6 +22,7 @@ from .credentials import find_credentials
 from .errors import AccessDenied, NotFound, OrthancFSError, OrthancUnavailable, StartupError, UsageError
 from .fuse.operations import FuseSettings, OrthancOperations
 from .fuse.readahead import raise_readahead
+from .gc_tuning import tune_for_large_listings
 from .orthanc import ClientSettings, OrthancClient, validate_url
 from .service import notify
 from .tree import Tree, WritePolicy
@@ -99,6 +100,7 @@ def mount_from_settings(settings: dict[str, Any], ready_callbacks: Iterable[Call
     mountpoint = check_mountpoint(settings["mountpoint"])
     check_fuse_device()
     spool_dir, state_dir = prepare_cache_dir(settings["cache_dir"], connection.url)
+    tune_for_large_listings()
     with ExitStack() as stack:
         client = OrthancClient(connection)
         stack.callback(client.close)

@@ -16,6 +16,7 @@ from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from ..errors import StartupError, UsageError
+from ..gc_tuning import tune_for_large_listings
 from ..mount import client_settings, connect, prepare_cache_dir
 from ..orthanc import OrthancClient, is_loopback
 from ..service import notify
@@ -101,6 +102,7 @@ def serve_webdav(settings: dict[str, Any], listen: str, users_file: str | None, 
     users = check_access_settings(host, users_file, allow_anonymous, cert, key)
     connection = client_settings(settings, dict(os.environ))
     spool_dir, state_dir = prepare_cache_dir(settings["cache_dir"], connection.url)
+    tune_for_large_listings()
     with ExitStack() as stack:
         client = OrthancClient(connection)
         stack.callback(client.close)
