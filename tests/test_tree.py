@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
+from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,6 +126,75 @@ def test_a_study_is_looked_up_by_uid_without_listing_every_study(orthanc: Loaded
         assert tree.resolve(f"by-uids/{name}") == expected[name]
     listed.close()
     tree.close()
+
+
+CHILD_LISTING = re.compile(r"GET /(studies|series)/[0-9a-f-]+/(series|instances)")
+
+
+def instance_files(orthanc: LoadedOrthanc, tmp_path: Path) -> list[tuple[str, Node]]:
+    """Every instance file of by-uids/, with its node, as a full listing gives them."""
+    listed = Tree(orthanc.client, tmp_path / "listed", metadata_ttl=60)
+    found = [(path, node) for path, node in files(listed, "by-uids") if node.kind is Kind.INSTANCE]
+    listed.close()
+    return found
+
+
+def listings_sent(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The requests for a study's series or a series' instances that the client logged."""
+    sent = [record.getMessage() for record in caplog.records if record.name == "orthancfs.orthanc"]
+    return [message for message in sent if CHILD_LISTING.fullmatch(message)]
+
+
+def test_a_known_by_uids_file_is_found_without_listing_its_study_or_series(
+        orthanc: LoadedOrthanc, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Scripts open by-uids/STUDY/SERIES/SOP.dcm: one file must not cost the listing of a series of thousands."""
+    caplog.set_level(logging.DEBUG, logger="orthancfs.orthanc")
+    for number, (path, expected) in enumerate(instance_files(orthanc, tmp_path)):
+        tree = Tree(orthanc.client, tmp_path / f"fresh-{number}", metadata_ttl=60)
+        caplog.clear()
+        assert tree.resolve(path) == expected  # the same node as the listing's, name, size and version included
+        assert listings_sent(caplog) == [], path
+        tree.close()
+
+
+def test_files_opened_one_after_another_in_a_series_list_it_once(
+        orthanc: LoadedOrthanc, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The second file asked for in a folder means it is read file after file: one listing then
+    answers every name, instead of one request per file."""
+    by_series: dict[str, list[tuple[str, Node]]] = defaultdict(list)
+    for path, node in instance_files(orthanc, tmp_path):
+        by_series[path.rsplit("/", 1)[0]].append((path, node))
+    [(first, second, third)] = [found[:3] for found in by_series.values() if len(found) >= 3]
+    series_id = orthanc.client.get_json(f"/instances/{first[1].ident}")["ParentSeries"]
+    study_id = orthanc.client.get_json(f"/series/{series_id}")["ParentStudy"]
+    tree = Tree(orthanc.client, tmp_path / "fresh", metadata_ttl=60)
+    caplog.set_level(logging.DEBUG, logger="orthancfs.orthanc")
+    assert tree.resolve(first[0]) == first[1]
+    assert listings_sent(caplog) == []
+    caplog.clear()
+    assert tree.resolve(second[0]) == second[1]  # the tree has no dentry cache: the study is listed too
+    assert sorted(listings_sent(caplog)) == [f"GET /series/{series_id}/instances", f"GET /studies/{study_id}/series"]
+    caplog.clear()
+    assert tree.resolve(third[0]) == third[1]
+    assert [record for record in caplog.records if record.name == "orthancfs.orthanc"] == []
+    tree.close()
+
+
+def test_a_uid_that_is_not_in_a_by_uids_folder_is_not_found(orthanc: LoadedOrthanc, tmp_path: Path) -> None:
+    paths = [path for path, _ in instance_files(orthanc, tmp_path)]
+    here = paths[0]
+    series, study = here.rsplit("/", 1)[0], here.rsplit("/", 2)[0]
+    in_other_series = next(path for path in paths if not path.startswith(series + "/"))
+    in_other_study = next(path for path in paths if not path.startswith(study + "/"))
+    wrong = [f"{series}/1.2.3.4.5.dcm",  # no such instance
+             f"{series}/{in_other_series.rsplit('/', 1)[1]}",  # an instance of another series
+             f"{study}/1.2.3.4.5",  # no such series
+             f"{study}/{in_other_study.split('/')[2]}"]  # a series of another study
+    for number, path in enumerate(wrong):
+        tree = Tree(orthanc.client, tmp_path / f"fresh-{number}", metadata_ttl=60)
+        with pytest.raises(NotFound):
+            tree.resolve(path)
+        tree.close()
 
 
 def test_json_files_hold_the_rest_documents_with_exact_sizes(tree: Tree, orthanc: LoadedOrthanc) -> None:

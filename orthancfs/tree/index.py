@@ -12,6 +12,7 @@ JSON documents come from the same lists.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import sys
 import threading
@@ -52,6 +53,7 @@ PARENT_KEY = {"studies": "ParentPatient", "series": "ParentStudy", "instances": 
 # Routes that list every grandchild of a patient or study, expanded, each naming its parent: during
 # a walk folder by folder, one request answers the listings of all the children of the folder.
 GRANDCHILD_ROUTES = {"patients": "/patients/{}/series", "studies": "/studies/{}/instances"}
+UID_TAGS = {"studies": "StudyInstanceUID", "series": "SeriesInstanceUID", "instances": "SOPInstanceUID"}
 
 
 class Level:
@@ -119,6 +121,33 @@ class OrthancIndex:
         with two small requests instead of the list of every study."""
         found = self.cache.get(("lookup", uid), lambda: self.client.lookup(uid))
         return [self.item(item["Path"]) for item in found if item.get("Type") == "Study"]
+
+    def children_at_hand(self, level: str, orthanc_id: str) -> bool:
+        """Whether the children of `orthanc_id` can be listed without a request."""
+        return (self.cache.peek(CHILD_ROUTES[level].format(orthanc_id)) is not None
+                or self.cache.peek(("all", CHILD_LEVEL[level])) is not None)
+
+    def child_with_uid(self, level: str, parent_id: str, uid: str) -> dict[str, Any] | None:
+        """The child of study or series `parent_id` whose UID is `uid`, without listing its siblings:
+        one `GET` of the Orthanc ID that the UIDs make (see orthanc_id).  None when Orthanc has no
+        resource of that ID, or one that is not this child: only the listing can then tell."""
+        child_level = CHILD_LEVEL[level]
+        route = f"/{child_level}/{orthanc_id(*self._uids_above(level, parent_id), uid)}"
+        try:
+            child = self.item(route)
+        except NotFound:
+            return None
+        if child.get(PARENT_KEY[child_level]) != parent_id or _uid_of(child, child_level) != uid:
+            return None
+        return child
+
+    def _uids_above(self, level: str, orthanc_id: str) -> list[str]:
+        """What the IDs of a study's (or series') children hash besides their own UID: PatientID,
+        StudyInstanceUID (and SeriesInstanceUID)."""
+        item = self.item(f"/{level}/{orthanc_id}")
+        if level == "series":
+            return [*self._uids_above("studies", item.get("ParentStudy", "")), _uid_of(item, "series")]
+        return [item.get("PatientMainDicomTags", {}).get("PatientID", ""), _uid_of(item, "studies")]
 
     def list_grandchildren(self, level: str, orthanc_id: str, children: list[dict[str, Any]]) -> None:
         """Cache the child lists of every child of a patient or study, with one request.
@@ -245,6 +274,19 @@ class OrthancIndex:
             if len(found) < self.page_size:
                 break
         return items
+
+
+def orthanc_id(*identifiers: str) -> str:
+    """The ID Orthanc gives a resource: the SHA-1 of its identifiers and those of its parents
+    (`PatientID|StudyInstanceUID|SeriesInstanceUID|SOPInstanceUID`, as far down as its level),
+    written as five dash-separated groups of eight hex digits (the Orthanc Book, "Orthanc
+    identifiers")."""
+    digest = hashlib.sha1("|".join(identifiers).encode("utf-8")).hexdigest()
+    return "-".join(digest[start:start + 8] for start in range(0, len(digest), 8))
+
+
+def _uid_of(item: dict[str, Any], level: str) -> str:
+    return str(item.get("MainDicomTags", {}).get(UID_TAGS[level], ""))
 
 
 def arrived_children(parent: dict[str, Any], ids_key: str,

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cachetools import LRUCache
+from cachetools import LRUCache, TTLCache
 
 from ..cache import MetadataCache
 from ..content import BytesContent, Content, ContentStore
@@ -88,6 +88,8 @@ class Tree:
         self._assigners: LRUCache = LRUCache(MAX_REMEMBERED_DIRECTORIES)
         self._lock = threading.Lock()
         self._walks = walks or WalkSpotter()
+        # by-uids/ folders where a name was just found without listing (see _child_by_uid).
+        self._probed: TTLCache | None = TTLCache(MAX_REMEMBERED_DIRECTORIES, metadata_ttl) if metadata_ttl > 0 else None
 
     def children(self, node: Node, prefetch: bool = True) -> dict[str, Node]:
         """The entries of directory `node`, by name, sorted.
@@ -144,9 +146,14 @@ class Tree:
         That is `by-uids/{StudyInstanceUID}`, unless every study is listed already: scripts open
         such paths directly, and listing `by-uids/` to find one study loaded the whole studies
         list (seconds and hundreds of MB for 100,000 studies).  A UID two studies share is left
-        to the listing, which numbers them.
+        to the listing, which numbers them.  Below it, a series by its UID and an instance by
+        `{SOPInstanceUID}.dcm` (see _child_by_uid).
         """
-        if parent.role is not Role.VIEW or parent.view != views.BY_UIDS or not UID_NAME.fullmatch(name) \
+        if parent.view != views.BY_UIDS:
+            return None
+        if parent.role in (Role.STUDY, Role.SERIES):
+            return self._child_by_uid(parent, name)
+        if parent.role is not Role.VIEW or not UID_NAME.fullmatch(name) \
                 or self.index.cache.peek(("all", "studies")) is not None:
             return None
         studies = self.index.studies_with_uid(name)
@@ -156,6 +163,29 @@ class Tree:
             return None
         [(wanted, node)] = views.entries(parent, (studies,))
         return node.named(name) if wanted.stem == name else None
+
+    def _child_by_uid(self, parent: Node, name: str) -> Node | None:
+        """A series of a by-uids/ study, or an instance (`UID.dcm`) of a by-uids/ series, found by
+        the Orthanc ID its UIDs make: one small request instead of the listing of every sibling
+        (a CT series lists thousands of instances).  Only the first name asked for in a folder
+        goes this way: a second one within the TTL means the folder is being read file after file,
+        and the listing, fetched once, then answers them all.
+        """
+        level, extension = ROLE_LEVEL[parent.role], ".dcm" if parent.role is Role.SERIES else ""
+        uid = name.removesuffix(extension) if name.endswith(extension) else ""
+        if not UID_NAME.fullmatch(uid) or self.index.children_at_hand(level, parent.ident):
+            return None
+        with self._lock:
+            if self._probed is not None and parent.key in self._probed:
+                return None
+        child = self.index.child_with_uid(level, parent.ident, uid)
+        with self._lock:
+            if self._probed is not None:
+                self._probed[parent.key] = True
+        if child is None:
+            return None
+        wanted, node = views.child_entry(parent, child)
+        return node.named(name) if wanted.stem + wanted.extension == name else None
 
     def resolve(self, path: str) -> Node:
         """The node at a slash-separated path relative to the root."""

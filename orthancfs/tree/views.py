@@ -46,6 +46,12 @@ def entries(node: Node, found: Sources) -> list[Entry]:
     return _LISTERS[node.role](node, *found)
 
 
+def child_entry(parent: Node, child: dict) -> Entry:
+    """The entry of one child (a series of study `parent`, an instance of series `parent`) as
+    `parent`'s listing has it."""
+    return _instance(parent, child) if parent.role is Role.SERIES else _series_folder(parent, child)
+
+
 def _root(node: Node) -> list[Entry]:
     names = (*VIEWS, UPLOADS)
     return [
@@ -78,10 +84,14 @@ def _patient(node: Node, studies: list[dict]) -> list[Entry]:
 
 
 def _study(node: Node, series: list[dict], document: bytes | None = None) -> list[Entry]:
-    if node.view == BY_UIDS:
-        found = [_dir(BY_UIDS, Role.SERIES, s, [_tag(s, "SeriesInstanceUID")]) for s in series]
-        return [*found, _json(node, Role.STUDY_JSON, document)]
-    return [_dir(node.view, Role.SERIES, s, [_tag(s, "Modality"), _tag(s, "SeriesDescription")]) for s in series]
+    found = [_series_folder(node, s) for s in series]
+    return [*found, _json(node, Role.STUDY_JSON, document)] if node.view == BY_UIDS else found
+
+
+def _series_folder(study: Node, series: dict) -> Entry:
+    if study.view == BY_UIDS:
+        return _dir(BY_UIDS, Role.SERIES, series, [_tag(series, "SeriesInstanceUID")])
+    return _dir(study.view, Role.SERIES, series, [_tag(series, "Modality"), _tag(series, "SeriesDescription")])
 
 
 def _series(node: Node, instances: list[dict], document: bytes | None = None) -> list[Entry]:
