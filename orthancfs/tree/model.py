@@ -88,7 +88,7 @@ class Tree:
         self._assigners: LRUCache = LRUCache(MAX_REMEMBERED_DIRECTORIES)
         self._lock = threading.Lock()
         self._walks = walks or WalkSpotter()
-        # by-uids/ folders where a name was just found without listing (see _child_by_uid).
+        # by-uids/ folders where a name was just found without listing, and that name (see _child_by_uid).
         self._probed: TTLCache | None = TTLCache(MAX_REMEMBERED_DIRECTORIES, metadata_ttl) if metadata_ttl > 0 else None
 
     def children(self, node: Node, prefetch: bool = True) -> dict[str, Node]:
@@ -176,12 +176,12 @@ class Tree:
         if not UID_NAME.fullmatch(uid) or self.index.children_at_hand(level, parent.ident):
             return None
         with self._lock:
-            if self._probed is not None and parent.key in self._probed:
-                return None
+            if self._probed is not None and self._probed.get(parent.key, name) != name:
+                return None  # another name of this folder came first (the same one again: WebDAV resolves twice)
         child = self.index.child_with_uid(level, parent.ident, uid)
         with self._lock:
             if self._probed is not None:
-                self._probed[parent.key] = True
+                self._probed[parent.key] = name
         if child is None:
             return None
         wanted, node = views.child_entry(parent, child)
