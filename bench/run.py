@@ -237,8 +237,13 @@ class Bench:
         kinds = (mine,) if earlier is not None or baseline else (mine, "rclone")
         results: dict[str, list[float]] = {kind: [] for kind in kinds}
         requests_sent: list[int] = []
+        base: list[float] = []
         runs = max(runs or 0, self.runs)
         for _ in range(runs):
+            if earlier is None and baseline:
+                # Alternating with ours, run for run: the machine drifts (the same cold read took
+                # 0.092 and 0.107 s medians in two rows of one run), and drift must hit both sides.
+                base.append(self._baseline(baseline, warm))
             for kind in kinds:
                 drop_caches()
                 mount = Mount(kind, self.server.url, self.work, options if kind == mine else ())
@@ -254,9 +259,7 @@ class Bench:
                     mount.close()
         if earlier is not None:
             base = earlier
-        elif baseline:
-            base = [self._baseline(baseline, warm) for _ in range(runs)]
-        else:
+        elif not baseline:
             base = results["rclone"]
         self.rows.append((name, baseline_name, results[mine], base, requests_sent))
         print(f"  {name}: {mine} {statistics.median(results[mine]):.3f}s, "

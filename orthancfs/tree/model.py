@@ -168,8 +168,9 @@ class Tree:
         """A series of a by-uids/ study, or an instance (`UID.dcm`) of a by-uids/ series, found by
         the Orthanc ID its UIDs make: one small request instead of the listing of every sibling
         (a CT series lists thousands of instances).  Only the first name asked for in a folder
-        goes this way: a second one within the TTL means the folder is being read file after file,
-        and the listing, fetched once, then answers them all.
+        goes this way (again and again if need be: WebDAV resolves a path more than once per
+        request).  Another name within the TTL means the folder is being read file after file:
+        the listing, fetched once, then answers them all.
         """
         level, extension = ROLE_LEVEL[parent.role], ".dcm" if parent.role is Role.SERIES else ""
         uid = name.removesuffix(extension) if name.endswith(extension) else ""
