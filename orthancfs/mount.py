@@ -93,24 +93,32 @@ def connect(client: OrthancClient) -> str:
     return client.capabilities.version_text
 
 
+def open_tree(settings: dict[str, Any], connection: ClientSettings, stack: ExitStack) -> tuple[Tree, str]:
+    """Connect to Orthanc and build the tree that both servers serve, closed by `stack`; the tree
+    and Orthanc's version."""
+    spool_dir, state_dir = prepare_cache_dir(settings["cache_dir"], connection.url)
+    tune_for_large_listings()
+    client = OrthancClient(connection)
+    stack.callback(client.close)
+    version = connect(client)
+    policy = WritePolicy(uploads=not settings["no_upload"], deletes=settings["allow_delete"],
+                         read_only=settings["read_only"])
+    tree = Tree(client, state_dir, metadata_ttl=settings["metadata_ttl"], spool_dir=spool_dir, policy=policy,
+                content_cache_bytes=settings["cache_size"], bulk_limit=settings["bulk_limit"])
+    stack.callback(tree.close)
+    return tree, version
+
+
 def mount_from_settings(settings: dict[str, Any], ready_callbacks: Iterable[Callable[[], None]] = (),
                         on_ready: Callable[[], None] | None = None) -> None:
     """Connect, build the tree, mount it and serve until unmounted or stopped."""
     connection = client_settings(settings, dict(os.environ))
     mountpoint = check_mountpoint(settings["mountpoint"])
     check_fuse_device()
-    spool_dir, state_dir = prepare_cache_dir(settings["cache_dir"], connection.url)
-    tune_for_large_listings()
     with ExitStack() as stack:
-        client = OrthancClient(connection)
-        stack.callback(client.close)
-        version = connect(client)
+        tree, version = open_tree(settings, connection, stack)
+        client = tree.client
         log.info("connected to Orthanc %s at %s", version, client.base_url)
-        policy = WritePolicy(uploads=not settings["no_upload"], deletes=settings["allow_delete"],
-                             read_only=settings["read_only"])
-        tree = Tree(client, state_dir, metadata_ttl=settings["metadata_ttl"], spool_dir=spool_dir, policy=policy,
-                    content_cache_bytes=settings["cache_size"], bulk_limit=settings["bulk_limit"])
-        stack.callback(tree.close)
         fuse = FuseSettings(uid=settings["uid"], gid=settings["gid"], umask=settings["umask"],
                             cache_timeout=settings["metadata_ttl"])
         status = f"STATUS=Serving {client.base_url} (Orthanc {version}) at {mountpoint}"

@@ -16,11 +16,10 @@ from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from ..errors import StartupError, UsageError
-from ..gc_tuning import tune_for_large_listings
-from ..mount import client_settings, connect, prepare_cache_dir
-from ..orthanc import OrthancClient, is_loopback
+from ..mount import client_settings, open_tree
+from ..orthanc import is_loopback
 from ..service import notify
-from ..tree import Tree, WritePolicy
+from ..tree import Tree
 from .access import UsersDomainController
 from .propfind import ViewsPropfind
 from .uploads import UploadsProvider
@@ -101,17 +100,9 @@ def serve_webdav(settings: dict[str, Any], listen: str, users_file: str | None, 
     host, port = parse_listen(listen)
     users = check_access_settings(host, users_file, allow_anonymous, cert, key)
     connection = client_settings(settings, dict(os.environ))
-    spool_dir, state_dir = prepare_cache_dir(settings["cache_dir"], connection.url)
-    tune_for_large_listings()
     with ExitStack() as stack:
-        client = OrthancClient(connection)
-        stack.callback(client.close)
-        version = connect(client)
-        policy = WritePolicy(uploads=not settings["no_upload"], deletes=settings["allow_delete"],
-                             read_only=settings["read_only"])
-        tree = Tree(client, state_dir, metadata_ttl=settings["metadata_ttl"], spool_dir=spool_dir, policy=policy,
-                    content_cache_bytes=settings["cache_size"], bulk_limit=settings["bulk_limit"])
-        stack.callback(tree.close)
+        tree, version = open_tree(settings, connection, stack)
+        client = tree.client
         app = refuse_infinite_propfind(WsgiDAVApp(wsgidav_config(tree, users, windows_names, settings["debug"])))
         server = wsgi.Server((host, port), app, numthreads=16, server_name="orthancfs")
         if cert:
