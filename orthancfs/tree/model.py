@@ -161,8 +161,8 @@ class Tree:
             raise NotFound(name)
         if len(studies) > 1:
             return None
-        [(wanted, node)] = views.entries(parent, (studies,))
-        return node.named(name) if wanted.stem == name else None
+        [entry] = views.entries(parent, (studies,))
+        return _named_if_plain(entry, name)
 
     def _child_by_uid(self, parent: Node, name: str) -> Node | None:
         """A series of a by-uids/ study, or an instance (`UID.dcm`) of a by-uids/ series, found by
@@ -183,10 +183,7 @@ class Tree:
         with self._lock:
             if self._probed is not None:
                 self._probed[parent.key] = name
-        if child is None:
-            return None
-        wanted, node = views.child_entry(parent, child)
-        return node.named(name) if wanted.stem + wanted.extension == name else None
+        return None if child is None else _named_if_plain(views.child_entry(parent, child), name)
 
     def resolve(self, path: str) -> Node:
         """The node at a slash-separated path relative to the root."""
@@ -343,3 +340,10 @@ def _same_sources(old: views.Sources, new: views.Sources) -> bool:
     (comparing them is a pointer check per item, recomputing the names is not).
     """
     return len(old) == len(new) and all(a is b or a == b for a, b in zip(old, new, strict=True))
+
+
+def _named_if_plain(entry: views.Entry, name: str) -> Node | None:
+    """The entry's node named `name`, if that is the name it wants (a listing could number a
+    name others share; only it can tell)."""
+    wanted, node = entry
+    return node.named(name) if wanted.stem + wanted.extension == name else None
