@@ -219,6 +219,15 @@ class ContentStore:
         for old in evicted:
             old.discard()
 
+    def drop_idle(self) -> None:
+        """Give up every spool nobody reads: they are kept only for speed, and uploads need the disk."""
+        with self._lock:
+            idle = [spool for spool in self._spools.values() if spool.users == 0]
+            for spool in idle:
+                del self._spools[spool.instance_id]
+        for spool in idle:
+            spool.discard()
+
     def cached_bytes(self) -> int:
         with self._lock:
             return sum(spool.size for spool in self._spools.values())

@@ -32,7 +32,15 @@ class ReadOnly(OrthancFSError):
 
 
 class OrthancUnavailable(OrthancFSError):
-    """Orthanc could not be reached or did not answer in time."""
+    """Orthanc could not be reached or did not answer in time.
+
+    `may_have_arrived`: whether a request body may have reached Orthanc anyway (a timeout or a
+    connection lost after sending it), so that an upload's fate must be asked, not guessed.
+    """
+
+    def __init__(self, message: str, may_have_arrived: bool = True):
+        super().__init__(message)
+        self.may_have_arrived = may_have_arrived
 
 
 class AccessDenied(OrthancFSError):
@@ -53,6 +61,22 @@ class UploadRejected(OrthancFSError):
 
 class StorageFull(UploadRejected):
     """Orthanc has no room left for the file."""
+
+
+class UploadConflict(UploadRejected):
+    """Orthanc already holds another file under the same UIDs (it keeps the one it has)."""
+
+
+class WriteFailed(OrthancFSError):
+    """Writing a file into uploads/ failed on the local disk, so it will never be sent."""
+
+
+class LocalDiskFull(WriteFailed):
+    """The local disk, or the share of it that uploads may take, is full."""
+
+
+class Cancelled(OrthancFSError):
+    """A file's name was removed from uploads/ while it was being written: it is not sent."""
 
 
 class InvalidName(OrthancFSError):

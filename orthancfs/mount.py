@@ -120,7 +120,7 @@ def mount_from_settings(settings: dict[str, Any], ready_callbacks: Iterable[Call
         client = tree.client
         log.info("connected to Orthanc %s at %s", version, client.base_url)
         fuse = FuseSettings(uid=settings["uid"], gid=settings["gid"], umask=settings["umask"],
-                            cache_timeout=settings["metadata_ttl"])
+                            cache_timeout=settings["metadata_ttl"], mountpoint=os.path.realpath(mountpoint))
         status = f"STATUS=Serving {client.base_url} (Orthanc {version}) at {mountpoint}"
         callbacks = [*ready_callbacks, lambda: notify(f"READY=1\n{status}")]
         options = {"ro"} if settings["read_only"] else set()

@@ -51,6 +51,7 @@ CHUNK_SIZE = 1024 * 1024
 FAIL_FAST_SECONDS = 5.0
 SPLICE_FROM = 1 << 20  # smaller files copy faster than a pipe is set up (measured on a study of small files)
 DIRECT_BODY_LIMIT = 8 << 20  # uploads up to this size are read whole, larger ones streamed from disk
+CONFIRM_TIMEOUT = 5.0  # seconds to wait for the answer to "did you store it?", at most
 
 
 @dataclass(frozen=True)
@@ -176,10 +177,22 @@ class OrthancClient:
         """`POST /instances`: store one DICOM file (or, from Orthanc 1.8.2, a ZIP of them)."""
         return self._request("POST", "/instances", data=data, send=self._post_direct).json()
 
-    def upload_file(self, path: str) -> Any:
-        """`POST /instances` of a file, read anew for each try (a half-sent file cannot be sent
-        again); files above DIRECT_BODY_LIMIT are streamed, never read into RAM."""
-        return self._request("POST", "/instances", data=lambda: _body_of(path), send=self._post_direct).json()
+    def upload_fd(self, fd: int, body: bytes | None = None) -> Any:
+        """`POST /instances` of the file open as `fd` (or of `body`, its bytes read already), read
+        anew for each try (a half-sent file cannot be sent again); files above DIRECT_BODY_LIMIT
+        are streamed, never read into RAM."""
+        data = body if body is not None else lambda: _body_of(fd)
+        return self._request("POST", "/instances", data=data, send=self._post_direct).json()
+
+    def attachment_info(self, instance_id: str) -> dict[str, Any]:
+        """Size and MD5 of the DICOM file Orthanc holds as `instance_id`.
+
+        Asked to settle an upload whose answer never came: so it is tried even while the
+        client fails fast after an outage (the outage is often that very upload's timeout),
+        with a short timeout of its own."""
+        path = f"/instances/{instance_id}/attachments/dicom/info"
+        response = self._retrying("GET", path, timeout=min(self.settings.timeout, CONFIRM_TIMEOUT))
+        return json_of(response, f"GET {path}")
 
     def delete(self, path: str) -> None:
         self._request("DELETE", path).close()
@@ -245,7 +258,7 @@ class OrthancClient:
 
     def _attempt(self, method: str, path: str, attempt: Attempt, send: Sender | None = None, **kwargs: Any):
         """One try: a response, None to ask for a retry, or a raised model error."""
-        timeouts = (attempt.connect_timeout, self.settings.timeout)
+        timeouts = (attempt.connect_timeout, kwargs.pop("timeout", self.settings.timeout))
         log.debug("%s %s", method, path)
         body = kwargs.pop("data", None)
         if callable(body):  # a fresh body for each try: a half-sent file cannot be sent again
@@ -254,12 +267,15 @@ class OrthancClient:
             with body if hasattr(body, "close") else contextlib.nullcontext():
                 response = (send or self._send)(method, path, body, timeouts, **kwargs)
         except requests.exceptions.SSLError as exc:
-            raise OrthancUnavailable(f"TLS failure talking to {self.base_url}: {reason(exc)}") from None
+            raise OrthancUnavailable(f"TLS failure talking to {self.base_url}: {reason(exc)}", False) from None
         except requests.Timeout as exc:
-            raise OrthancUnavailable(f"{method} {path}: no answer within the timeout ({reason(exc)})") from None
+            arrived = not isinstance(exc, requests.ConnectTimeout)
+            raise OrthancUnavailable(f"{method} {path}: no answer within the timeout ({reason(exc)})",
+                                     arrived) from None
         except requests.ConnectionError as exc:
             if attempt.last:
-                raise OrthancUnavailable(f"cannot reach Orthanc at {self.base_url}: {reason(exc)}") from None
+                raise OrthancUnavailable(f"cannot reach Orthanc at {self.base_url}: {reason(exc)}",
+                                         not _never_connected(exc)) from None
             return None
         return judged(method, path, response, attempt.last)
 
@@ -353,13 +369,27 @@ def json_of(response: requests.Response, what: str) -> Any:
         raise OrthancFailed(f"{what}: Orthanc answered with something that is not JSON") from None
 
 
-def _body_of(path: str) -> bytes | BinaryIO:
-    """A file's content to POST: its bytes if small, else the open file (streamed)."""
-    file = open(path, "rb")  # noqa: SIM115 - returned open, or closed here
-    if os.fstat(file.fileno()).st_size > DIRECT_BODY_LIMIT:
-        return file
-    with file:
-        return file.read()
+def _body_of(fd: int) -> bytes | BinaryIO:
+    """A file's content to POST: its bytes if small, else a file object of its own (streamed)."""
+    size = os.fstat(fd).st_size
+    if size <= DIRECT_BODY_LIMIT:
+        return os.pread(fd, size, 0)
+    file = os.fdopen(os.dup(fd), "rb")  # closed by the request's try (_attempt)
+    file.seek(0)
+    return file
+
+
+def _never_connected(exc: requests.ConnectionError) -> bool:
+    """Whether a connection error happened before any byte of the request could be sent."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, urllib3.exceptions.NewConnectionError | ConnectionRefusedError):
+            return True
+        wrapped = getattr(cause, "reason", None)  # urllib3's MaxRetryError holds the real error there
+        if not isinstance(wrapped, BaseException):
+            wrapped = next((arg for arg in cause.args if isinstance(arg, BaseException)), None)
+        cause = wrapped or cause.__cause__ or cause.__context__
+    return False
 
 
 def _as_requests_error(exc: urllib3.exceptions.HTTPError) -> requests.RequestException:
@@ -390,7 +420,7 @@ class Health:
             failure, waiting = self._failure, self._retry_at - time.monotonic()
         if failure is not None and waiting > 0:
             raise OrthancUnavailable(f"{method} {path}: not tried, Orthanc failed {self.fail_fast_seconds:.0f}s ago "
-                                     f"({failure})")
+                                     f"({failure})", may_have_arrived=False)
 
     def failed(self, exc: OrthancUnavailable) -> None:
         with self._lock:

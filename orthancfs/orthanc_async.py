@@ -27,11 +27,12 @@ Connection = tuple[trio.abc.Stream, h11.Connection]
 
 
 class _Broken(Exception):
-    """The connection failed; `answered` if any byte of the answer had come."""
+    """The connection failed; `sent` once the whole request had gone, `answered` if any byte of
+    the answer had come."""
 
-    def __init__(self, cause: BaseException, answered: bool):
+    def __init__(self, cause: BaseException, answered: bool, sent: bool = False):
         super().__init__(reason(cause))
-        self.cause, self.answered = cause, answered
+        self.cause, self.answered, self.sent = cause, answered, sent
 
 
 class LoopUploader:
@@ -76,13 +77,13 @@ class LoopUploader:
         try:
             status, headers, content = await self._exchange(body, attempt.connect_timeout,
                                                             self.client.settings.timeout)
-        except trio.TooSlowError:
+        except trio.TooSlowError:  # connected, so the file may have arrived
             raise OrthancUnavailable("POST /instances: no answer within the timeout") from None
         except _Broken as exc:
             if isinstance(exc.cause, ssl.SSLError) or isinstance(exc.cause.__cause__, ssl.SSLError):
-                raise OrthancUnavailable(f"TLS failure talking to {self.client.base_url}: {exc}") from None
+                raise OrthancUnavailable(f"TLS failure talking to {self.client.base_url}: {exc}", exc.sent) from None
             if attempt.last:
-                raise OrthancUnavailable(f"cannot reach Orthanc at {self.client.base_url}: {exc}") from None
+                raise OrthancUnavailable(f"cannot reach Orthanc at {self.client.base_url}: {exc}", exc.sent) from None
             return None
         response = read_response(status, headers, content, self.client.base_url + "/instances")
         return judged("POST", "/instances", response, attempt.last)
@@ -117,7 +118,7 @@ class LoopUploader:
                 if self.tls is not None:
                     stream = trio.SSLStream(stream, self.tls, server_hostname=self.host, https_compatible=True)
                     await stream.do_handshake()
-        except (OSError, trio.BrokenResourceError) as exc:
+        except (OSError, trio.BrokenResourceError, trio.TooSlowError) as exc:
             raise _Broken(exc, answered=False) from exc
         return stream, h11.Connection(h11.CLIENT)
 
@@ -125,10 +126,11 @@ class LoopUploader:
                          body: bytes) -> tuple[int, dict[str, str], bytes]:
         request = h11.Request(method="POST", target=self.target,
                               headers=[*self.headers, (b"Content-Length", str(len(body)).encode())])
-        answered = False
+        answered = sent = False
         try:
             await stream.send_all(connection.send(request) + connection.send(h11.Data(data=body))
                                   + connection.send(h11.EndOfMessage()))
+            sent = True
             status, headers, content = 0, {}, []
             while True:
                 event = connection.next_event()
@@ -146,7 +148,7 @@ class LoopUploader:
                 elif isinstance(event, h11.ConnectionClosed):
                     raise trio.BrokenResourceError("the connection closed before the answer")
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError) as exc:
-            raise _Broken(exc, answered) from exc
+            raise _Broken(exc, answered, sent) from exc
 
 
 def tls_context(client: OrthancClient) -> ssl.SSLContext:

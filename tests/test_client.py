@@ -167,7 +167,8 @@ def test_uploads_send_the_whole_file_with_the_sessions_credentials(scripted: tup
     path = tmp_path / "a.dcm"
     path.write_bytes(os.urandom(300_000))
     script.statuses = [503, 200]  # and the retry sends it whole again
-    client(url, username="alice", password="secret").upload_file(str(path))
+    with open(path, "rb") as file:
+        client(url, username="alice", password="secret").upload_fd(file.fileno())
     assert script.bodies == [path.read_bytes()] * 2
     headers = script.headers[-1]
     assert headers["Authorization"] == "Basic " + base64.b64encode(b"alice:secret").decode()

@@ -21,7 +21,11 @@ ERRNO = {
     errors.OrthancUnavailable: errno.EIO,
     errors.OrthancFailed: errno.EIO,
     errors.StorageFull: errno.ENOSPC,
+    errors.UploadConflict: errno.EEXIST,
     errors.UploadRejected: errno.EINVAL,
+    errors.LocalDiskFull: errno.ENOSPC,
+    errors.WriteFailed: errno.EIO,
+    errors.Cancelled: errno.ECANCELED,
     errors.InvalidName: errno.EINVAL,
     errors.NameTooLong: errno.ENAMETOOLONG,
     errors.AlreadyExists: errno.EEXIST,
@@ -33,7 +37,7 @@ ERRNO = {
 # are reported elsewhere once: outages by the client, refused uploads by uploads/.
 QUIET = (errors.NotFound, errors.NotADirectory, errors.IsADirectory, errors.Forbidden, errors.NotPermitted,
          errors.ReadOnly, errors.InvalidName, errors.NameTooLong, errors.AlreadyExists, errors.NotEmpty,
-         errors.CrossDevice, errors.OrthancUnavailable, errors.UploadRejected)
+         errors.CrossDevice, errors.OrthancUnavailable, errors.UploadRejected, errors.WriteFailed, errors.Cancelled)
 WARNING_INTERVAL = 30.0
 
 

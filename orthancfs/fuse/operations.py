@@ -28,10 +28,12 @@ from ..cache import NotCached
 from ..content import Content, SpoolHandle
 from ..errors import OrthancFSError
 from ..tree import Kind, Node, Tree
+from ..tree.events import FolderRemoved
 from ..tree.naming import MAX_NAME_BYTES
 from ..tree.nodes import Role
-from ..tree.uploads import STATUS_XATTR, UPLOADS, UploadHandle, upload_root
+from ..tree.uploads import STATUS_XATTR, UPLOADS, Closing, UploadHandle, upload_root
 from .errors import WarningLimiter, report
+from .holders import holds
 from .inodes import InodeTable
 from .notify import KernelNotifier
 
@@ -53,6 +55,7 @@ class FuseSettings:
     cache_timeout: float = 10.0  # how long the kernel may trust names and attributes
     workers: int = 16  # concurrent model calls (threads) at most
     upload_workers: int = 4  # concurrent uploads to Orthanc at most
+    mountpoint: str = ""  # where we are mounted: to tell a writer's last close from another's (holders.py)
 
 
 class OrthancOperations(pyfuse3.Operations):
@@ -72,10 +75,11 @@ class OrthancOperations(pyfuse3.Operations):
         self._handles = itertools.count(1)
         self._dirs: dict[int, list[tuple[str, Node]]] = {}
         self._files: dict[int, Content | UploadHandle] = {}
+        self._writers: dict[int, int] = {}  # handle of an upload open for writing -> pid of the opener
         self._warnings = WarningLimiter()
-        self._sending: dict[int, str] = {}  # handle -> uploads/ path, while it is sent to Orthanc
         self.notifier = KernelNotifier()
-        tree.uploads.on_removed = self._forget_upload_folder
+        self._unsubscribe = tree.events.subscribe(self._changed)
+        self._sender = tree.loop_sender()  # small uploads are POSTed from the loop itself
 
     @contextmanager
     def _errno(self, operation: str) -> Iterator[None]:
@@ -139,6 +143,11 @@ class OrthancOperations(pyfuse3.Operations):
         attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = node.mtime_ns
         return attr
 
+    def _changed(self, event: FolderRemoved) -> None:
+        """The model changed something the kernel may cache (called in the thread that changed it)."""
+        if isinstance(event, FolderRemoved):
+            self._forget_upload_folder(event.rel)
+
     def _forget_upload_folder(self, rel: str) -> None:
         """The model removed uploads/`rel` (an emptied folder): the kernel must not trust that name any more."""
         parent_rel, _, name = rel.rpartition("/")
@@ -148,8 +157,10 @@ class OrthancOperations(pyfuse3.Operations):
             self.notifier.forget_entry(parent_inode, os.fsencode(name))
 
     def close(self) -> None:
-        """Before the FUSE session closes."""
+        """Before the FUSE session closes (the trio loop has ended)."""
+        self._unsubscribe()
         self.notifier.close()
+        self._sender.close()
 
     def _name(self, name: bytes) -> str:
         """A name the kernel gave us, as text; names that cannot be ours are refused."""
@@ -225,6 +236,8 @@ class OrthancOperations(pyfuse3.Operations):
             content = await self._model("open", self.tree.open, *args)
         handle = next(self._handles)
         self._files[handle] = content
+        if writable:
+            self._writers[handle] = ctx.pid
         # Generated documents may change size between stat and open: let reads,
         # not the cached size, decide where they end.  An instance's inode stands for
         # one version of it (inodes.py), so the kernel may keep its pages across opens.
@@ -234,9 +247,10 @@ class OrthancOperations(pyfuse3.Operations):
                      ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         parent = self._node(parent_inode)
         with self._errno("create"):  # a local open(O_CREAT) in uploads/: cheaper than a thread hop
-            node, content = self.tree.create(parent, self._name(name), mode)
+            node, content = self.tree.create(parent, self._name(name), mode, exclusive=bool(flags & os.O_EXCL))
         handle = next(self._handles)
         self._files[handle] = content
+        self._writers[handle] = ctx.pid
         return pyfuse3.FileInfo(fh=handle), self._attributes(node, self.inodes.remember(node))
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -256,31 +270,59 @@ class OrthancOperations(pyfuse3.Operations):
     async def flush(self, fh: int) -> None:
         """close(): the moment an upload is sent to Orthanc, so the writer hears how it went."""
         content = self._files.get(fh)
-        if isinstance(content, UploadHandle) and content.changed:
-            self._sending[fh] = content.rel
-            try:
-                # A plain DICOM file is sent from the loop: a thread per file cost twice the CPU.
-                async with self.upload_limiter:
-                    with self._errno("upload"):
-                        sent = await content.flush_from_loop()
-                if sent is None:  # an archive, a big file: in a thread
-                    await self._model("upload", content.flush, limiter=self.upload_limiter)
-            finally:
-                del self._sending[fh]
+        if not isinstance(content, UploadHandle) or not content.changed or self._held_elsewhere(fh, content):
+            return
+        await self._flush_now(content)  # local work first (the file takes its name); then the send
+
+    async def _send(self, closing: Closing) -> None:
+        """A plain DICOM file is POSTed from the loop (a thread per file cost twice the CPU); an
+        archive, a big file, and the rare answer that must be confirmed with Orthanc, in a thread."""
+        if closing.body is None:
+            await self._model("upload", closing.send, limiter=self.upload_limiter)
+            return
+        async with self.upload_limiter:
+            with self._errno("upload"):
+                try:
+                    answer = await self._sender.upload(closing.body)
+                except OrthancFSError as exc:
+                    settled = closing.answered(error=exc)
+                else:
+                    settled = closing.answered(answer=answer)
+        if settled is None:
+            await self._model("upload", closing.confirm, limiter=self.upload_limiter)
+
+    def _held_elsewhere(self, fh: int, content: UploadHandle) -> bool:
+        """Whether this flush is not the writer's last close (see holders.py)."""
+        pid = self._writers.get(fh)
+        if not self.settings.mountpoint or pid is None:
+            return False
+        return holds(pid, f"{self.settings.mountpoint}/{UPLOADS}/{content.rel}")
 
     def uploads_being_sent(self) -> list[str]:
-        return sorted(self._sending.values())
+        return self.tree.uploads.pending()[1]
 
     def uploads_open_for_writing(self) -> list[str]:
-        return sorted(c.rel for c in self._files.values() if isinstance(c, UploadHandle) and c.writable)
+        return self.tree.uploads.pending()[0]
 
     async def fsync(self, fh: int, datasync: bool) -> None:
         pass  # staged data reaches Orthanc at close; before that it is a local file like any other
 
     async def release(self, fh: int) -> None:
         content = self._files.pop(fh, None)
+        self._writers.pop(fh, None)
+        if isinstance(content, UploadHandle) and content.changed:
+            # Every close was another descriptor's (holders.py): the last reference is gone now. Nobody
+            # can be told how it went; the outcome is recorded as for any upload.
+            with contextlib.suppress(FUSEError):
+                await self._flush_now(content)
         if content is not None:
             content.close()
+
+    async def _flush_now(self, content: UploadHandle) -> None:
+        with self._errno("upload"):
+            closing = content.closing()
+        if closing is not None:
+            await self._send(closing)
 
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
                       fh: int | None, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
@@ -293,6 +335,8 @@ class OrthancOperations(pyfuse3.Operations):
             "atime_ns": attr.st_atime_ns if fields.update_atime else None,
             "mtime_ns": attr.st_mtime_ns if fields.update_mtime else None,
         }
+        handle = self._files.get(fh) if fh is not None else None
+        changes["handle"] = handle if isinstance(handle, UploadHandle) else None
         node = await self._model("setattr", functools.partial(self.tree.set_attributes, node, **changes),
                                  limiter=self.upload_limiter)
         self.inodes.update(inode, node)

@@ -5,11 +5,21 @@ a ZIP archive (opened here and sent entry by entry, so each entry's fate is
 known), or anything else (never sent).  The outcome says whether the file may
 leave uploads/ and, if not, why -- in words for people and as an error for the
 writer's close().
+
+Files are read through a descriptor, never by path: the name of a file in uploads/
+can be taken by another writer while this one is sent, and what is sent must be the
+bytes this writer wrote.
+
+An answer is trusted only when it says what happened.  "AlreadyStored" means Orthanc
+has *a* file with these UIDs, not necessarily this one; a request whose answer never
+came may have been stored.  Both are settled by asking Orthanc for the instance the
+file's UIDs name, and comparing its size and MD5 with ours (`confirm`).
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
 import os
 import struct
@@ -18,12 +28,13 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 
-from ..errors import OrthancFSError, OrthancUnavailable, UploadRejected
+from ..errors import NotFound, OrthancFSError, OrthancUnavailable, UploadConflict, UploadRejected
 from ..orthanc import DIRECT_BODY_LIMIT, OrthancClient
-from ..orthanc_async import LoopUploader
+from .index import orthanc_id
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +42,7 @@ DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 HEAD_BYTES = 4096  # the preamble, DICM and, nearly always, the whole file meta group
 LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 COPY_CHUNK = 1 << 20
+ID_TAGS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")  # what an instance ID hashes
 
 
 class FileType(enum.Enum):
@@ -41,20 +53,22 @@ class FileType(enum.Enum):
     OTHER = "not DICOM"
 
 
-def classify(path: str, head: bytes | None = None) -> FileType:
-    """What the file at `path` is, from its first bytes (`head`, if they are read already)."""
-    if head is None:
-        with open(path, "rb") as file:
-            head = file.read(HEAD_BYTES)
+NOT_SENT = (FileType.EMPTY, FileType.OTHER)  # what a ZIP may hold beside its images without staying
+
+
+def classify(head: bytes, fd: int | None = None) -> FileType:
+    """What a file is, from its first bytes (and, for the rare cases they do not tell, the file)."""
     if not head:
         return FileType.EMPTY
     if head[128:132] == b"DICM":
         sop_class = media_storage_sop_class(head)
         if sop_class is None:  # a meta header longer than what we read (rare): let pydicom parse it
-            return FileType.DICOMDIR if _is_dicomdir(path) else FileType.DICOM
+            return FileType.DICOMDIR if fd is not None and _is_dicomdir(fd) else FileType.DICOM
         return FileType.DICOMDIR if sop_class == DICOMDIR_SOP_CLASS else FileType.DICOM
-    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06") and zipfile.is_zipfile(path):
-        return FileType.ZIP
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06") and fd is not None:
+        with reader(fd) as file:
+            if zipfile.is_zipfile(file):
+                return FileType.ZIP
     return FileType.OTHER
 
 
@@ -85,9 +99,17 @@ def media_storage_sop_class(head: bytes) -> str | None:
     return None
 
 
-def _is_dicomdir(path: str) -> bool:
+def reader(fd: int):  # noqa: ANN201 - a binary file object
+    """A file object over its own duplicate of `fd`, at offset 0 (closing it leaves `fd` open)."""
+    file = os.fdopen(os.dup(fd), "rb")
+    file.seek(0)
+    return file
+
+
+def _is_dicomdir(fd: int) -> bool:
     try:
-        return str(read_file_meta_info(path).get("MediaStorageSOPClassUID", "")) == DICOMDIR_SOP_CLASS
+        with reader(fd) as file:
+            return str(read_file_meta_info(file).get("MediaStorageSOPClassUID", "")) == DICOMDIR_SOP_CLASS
     except (InvalidDicomError, OSError, ValueError, EOFError):
         return False
 
@@ -111,25 +133,46 @@ class ZipLimits:
         return None
 
 
+@dataclass(frozen=True)
+class Dispatch:
+    """What a closed file is, and what sending it takes."""
+
+    kind: FileType
+    size: int
+    body: bytes | None = None  # a plain DICOM file of up to DIRECT_BODY_LIMIT bytes, read already
+
+
 @dataclass
 class Outcome:
     """What became of one uploaded file."""
 
     consumed: bool  # True: it may leave uploads/
-    reason: str  # one line, for the report, the xattr and the log
+    reason: str  # for the report, the xattr and the log (shown through escape.one_line)
     error: OrthancFSError | None = None  # what the writer's close() reports
     entries: list[tuple[str, str]] = field(default_factory=list)  # a ZIP's per-entry account
+    kind: FileType | None = None
+    not_sent: list[tuple[str, str]] = field(default_factory=list)  # a consumed ZIP's entries that were not DICOM
 
 
-def _stored(answer: Any) -> Outcome:
+def _stored(answer: Any, how: str = "") -> Outcome:
     found = answer if isinstance(answer, dict) else {}
-    return Outcome(True, f"stored as instance {found.get('ID', '?')} ({found.get('Status', 'Success')})")
+    status = how or found.get("Status", "Success")
+    return Outcome(True, f"stored as instance {found.get('ID', '?')} ({status})", kind=FileType.DICOM)
 
 
 def _not_stored(exc: OrthancFSError) -> Outcome:
     if isinstance(exc, OrthancUnavailable):
-        return Outcome(False, f"not sent, Orthanc is unavailable ({exc}); touch the file to retry", exc)
-    return Outcome(False, f"refused by Orthanc: {exc}", exc)
+        return Outcome(False, f"not sent, Orthanc is unavailable ({exc}); touch the file to retry", exc,
+                       kind=FileType.DICOM)
+    return Outcome(False, f"refused by Orthanc: {exc}", exc, kind=FileType.DICOM)
+
+
+FIXED = {
+    FileType.DICOMDIR: Outcome(True, "DICOMDIR: the index of a DICOM medium, not sent (the files it lists are)",
+                               kind=FileType.DICOMDIR),
+    FileType.EMPTY: Outcome(False, "empty file: nothing was sent to Orthanc", kind=FileType.EMPTY),
+    FileType.OTHER: Outcome(False, "not DICOM: nothing was sent to Orthanc", kind=FileType.OTHER),
+}
 
 
 class Ingester:
@@ -139,54 +182,82 @@ class Ingester:
         self.client = client
         self.spool_dir = spool_dir
         self.limits = limits or ZipLimits()
-        self._loop_uploader: LoopUploader | None = None
 
-    async def ingest_from_loop(self, path: str) -> Outcome | None:
-        """ingest() for a trio loop: a plain DICOM file (up to DIRECT_BODY_LIMIT) is sent from the
-        loop itself; None for anything else (ZIP, DICOMDIR, not DICOM, big): ingest() it in a thread."""
-        with open(path, "rb") as file:
-            if os.fstat(file.fileno()).st_size > DIRECT_BODY_LIMIT:
-                return None
-            head = file.read(HEAD_BYTES)  # what it is, before reading (up to 8 MiB of) the rest
-            if classify(path, head) is not FileType.DICOM:
-                return None
-            body = head + file.read()
-        if self._loop_uploader is None:
-            self._loop_uploader = LoopUploader(self.client)
+    def examine(self, fd: int) -> Dispatch:
+        """What the file is (local reads only: cheap enough for an event loop)."""
+        size = os.fstat(fd).st_size
+        head = os.pread(fd, HEAD_BYTES, 0)
+        kind = classify(head, fd)
+        body = None
+        if kind is FileType.DICOM and size <= DIRECT_BODY_LIMIT:
+            body = head if size <= len(head) else head + os.pread(fd, size - len(head), len(head))
+        return Dispatch(kind, size, body)
+
+    def send(self, fd: int, dispatch: Dispatch) -> Outcome:
+        """Send the file (entry by entry, for a ZIP) and say what became of it.  Blocking."""
+        if dispatch.kind is FileType.ZIP:
+            return self._zip(fd)
+        if dispatch.kind is not FileType.DICOM:
+            return FIXED[dispatch.kind]
+        answer, error = None, None
         try:
-            answer = await self._loop_uploader.upload(body)
+            answer = self.client.upload_fd(fd, dispatch.body)
         except OrthancFSError as exc:
-            return _not_stored(exc)
-        return _stored(answer)
+            error = exc
+        return self.judge(answer, error) or self.confirm(fd, dispatch, answer, error)
 
-    def close(self) -> None:
-        if self._loop_uploader is not None:
-            self._loop_uploader.close()
+    @staticmethod
+    def judge(answer: Any = None, error: OrthancFSError | None = None) -> Outcome | None:
+        """The outcome of a POST of a DICOM file, if the answer tells it; None: confirm() must ask
+        Orthanc (an answer that says AlreadyStored, or one that never came after the file may
+        have reached Orthanc).  Quick: no request."""
+        if error is None:
+            return None if isinstance(answer, dict) and answer.get("Status") == "AlreadyStored" else _stored(answer)
+        if isinstance(error, OrthancUnavailable) and error.may_have_arrived:
+            return None
+        return _not_stored(error)
 
-    def ingest(self, path: str) -> Outcome:
-        kind = classify(path)
-        if kind is FileType.DICOM:
-            return self._dicom(path)
-        if kind is FileType.ZIP:
-            return self._zip(path)
-        if kind is FileType.DICOMDIR:
-            return Outcome(True, "DICOMDIR: the index of a DICOM medium, not sent (the files it lists are)")
-        if kind is FileType.EMPTY:
-            return Outcome(False, "empty file: nothing was sent to Orthanc")
-        return Outcome(False, "not DICOM: nothing was sent to Orthanc")
+    def confirm(self, fd: int, dispatch: Dispatch, answer: Any = None, error: OrthancFSError | None = None) -> Outcome:
+        """Settle what judge() could not, by asking Orthanc whether it holds exactly this file."""
+        if error is None:  # AlreadyStored
+            instance = str(answer.get("ID", ""))
+            held = self._holds(instance, fd, dispatch.size)
+            if held:
+                return _stored(answer, "AlreadyStored, the same file")
+            if held is False:
+                conflict = UploadConflict(f"Orthanc already holds another file with these UIDs (instance {instance}) "
+                                          "and keeps it; this one was not stored")
+                return Outcome(False, str(conflict), conflict, kind=FileType.DICOM)
+            return self._unconfirmed(OrthancUnavailable("Orthanc said AlreadyStored but could not be asked what"))
+        instance = _instance_id(fd)
+        if instance and self._holds(instance, fd, dispatch.size):
+            return Outcome(True, f"stored as instance {instance} (confirmed after: {error})", kind=FileType.DICOM)
+        return self._unconfirmed(error)
 
-    def _dicom(self, path: str) -> Outcome:
+    @staticmethod
+    def _unconfirmed(error: OrthancFSError) -> Outcome:
+        return Outcome(False, f"not confirmed: Orthanc is unavailable ({error}) and could not say whether it stored "
+                              "the file; touch the file to retry", error, kind=FileType.DICOM)
+
+    def _holds(self, instance: str, fd: int, size: int) -> bool | None:
+        """Whether Orthanc's `instance` is exactly this file (size and MD5); None if it cannot tell."""
         try:
-            answer = self.client.upload_file(path)
+            info = self.client.attachment_info(instance)
+        except NotFound:
+            return False
         except OrthancFSError as exc:
-            return _not_stored(exc)
-        return _stored(answer)
+            log.debug("cannot check instance %s: %s", instance, exc)
+            return None
+        if int(info.get("UncompressedSize", -1)) != size:
+            return False
+        stored_md5 = info.get("UncompressedMD5")
+        return None if not stored_md5 else stored_md5 == _md5(fd)
 
-    def _zip(self, path: str) -> Outcome:
+    def _zip(self, fd: int) -> Outcome:
         try:
-            with zipfile.ZipFile(path) as archive:
+            with reader(fd) as file, zipfile.ZipFile(file) as archive:
                 infos = [info for info in archive.infolist() if not info.is_dir()]
-                refusal = self.limits.refusal(infos, os.path.getsize(path))
+                refusal = self.limits.refusal(infos, os.fstat(fd).st_size)
                 if refusal:
                     error = UploadRejected(f"archive refused: {refusal}")
                     return Outcome(False, str(error), error)
@@ -194,17 +265,18 @@ class Ingester:
         except (zipfile.BadZipFile, OSError) as exc:
             error = UploadRejected(f"unreadable ZIP archive: {exc}")
             return Outcome(False, str(error), error)
-        return _summarize(entries)
+        return summarize(entries)
 
     def _entry(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Outcome:
-        with tempfile.NamedTemporaryFile(dir=self.spool_dir, prefix="orthancfs-entry-") as spool:
+        with tempfile.TemporaryFile(dir=self.spool_dir, prefix="orthancfs-entry-") as spool:
             try:
                 _extract(archive, info, spool)
             except (zipfile.BadZipFile, RuntimeError, OSError, ValueError, EOFError) as exc:
                 return Outcome(False, f"unreadable entry: {exc}", UploadRejected(f"{info.filename}: {exc}"))
-            outcome = self.ingest(spool.name) if classify(spool.name) is not FileType.ZIP else \
-                Outcome(False, "a ZIP inside the ZIP: not opened")
-        return outcome
+            dispatch = self.examine(spool.fileno())
+            if dispatch.kind is FileType.ZIP:
+                return Outcome(False, "a ZIP inside the ZIP: not opened", kind=FileType.ZIP)
+            return self.send(spool.fileno(), dispatch)
 
 
 def _extract(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target) -> None:  # noqa: ANN001
@@ -219,13 +291,39 @@ def _extract(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target) -> None:  
     target.flush()
 
 
-def _summarize(entries: list[tuple[str, Outcome]]) -> Outcome:
+def summarize(entries: list[tuple[str, Outcome]]) -> Outcome:
+    """A ZIP behaves like the folder it holds: it leaves uploads/ once every DICOM entry was
+    stored.  Entries that are not DICOM (a CD's README, viewer, autorun.inf) do not hold it; they
+    are named instead.  An entry that was refused, could not be sent or read, or a ZIP inside it
+    (which may hold images), keeps it."""
     account = [(name, outcome.reason) for name, outcome in entries]
-    kept = [(name, o) for name, o in entries if not o.consumed]
-    stored = len(entries) - len(kept)
-    if not kept:
-        return Outcome(True, f"ZIP archive: all {stored} entries stored or skipped as indexes", entries=account)
-    errors = [o.error for _, o in kept if o.error is not None]
-    reason = f"ZIP archive: {stored} of {len(entries)} entries stored; kept for the other {len(kept)} (see report)"
+    not_sent = [(name, o.reason) for name, o in entries if not o.consumed and o.kind in NOT_SENT]
+    holding = [o for _, o in entries if not o.consumed and o.kind not in NOT_SENT]
+    sent = sum(1 for _, o in entries if o.consumed and o.kind is FileType.DICOM)
+    if not holding:
+        reason = f"ZIP archive: all {sent} DICOM entries stored"
+        if not_sent:
+            reason += f"; {len(not_sent)} entries not DICOM, not sent (see report)"
+        return Outcome(True, reason, entries=account, kind=FileType.ZIP, not_sent=not_sent)
+    errors = [o.error for o in holding if o.error is not None]
+    reason = f"ZIP archive: {sent} of {len(entries)} entries stored; kept for the other {len(holding)} (see report)"
     error = next((e for e in errors if isinstance(e, OrthancUnavailable)), errors[0] if errors else None)
-    return Outcome(False, reason, error, account)
+    return Outcome(False, reason, error, account, kind=FileType.ZIP)
+
+
+def _instance_id(fd: int) -> str | None:
+    """The Orthanc ID the file's UIDs make, or None if they cannot be read."""
+    try:
+        with reader(fd) as file:
+            dataset = dcmread(file, stop_before_pixels=True, specific_tags=list(ID_TAGS))
+        return orthanc_id(*(str(dataset.get(tag, "")).strip() for tag in ID_TAGS))
+    except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError, TypeError, KeyError):
+        return None
+
+
+def _md5(fd: int) -> str:
+    digest, offset = hashlib.md5(usedforsecurity=False), 0
+    while chunk := os.pread(fd, COPY_CHUNK, offset):
+        digest.update(chunk)
+        offset += len(chunk)
+    return digest.hexdigest()

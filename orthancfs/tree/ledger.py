@@ -1,4 +1,8 @@
-"""Why each file kept in uploads/ was kept, persisted beside the kept files."""
+"""Why each file kept in uploads/ was kept, persisted beside the kept files.
+
+Also a short history of archives that left uploads/ with entries that were not sent (a
+zipped CD's README, viewer or autorun.inf): nobody should have to wonder where they went.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 SAVE_DELAY = 0.2  # seconds: the changes of this moment are written together
+NOTES_KEPT = 100  # archive notes, at most
+NOTE_SECONDS = 24 * 3600  # how long an archive note is shown
 
 
 class Ledger:
@@ -27,26 +33,31 @@ class Ledger:
     def __init__(self, path: Path):
         self.path = path
         self._lock = threading.Lock()
-        self._records: dict[str, dict[str, Any]] = self._load()
+        self._records, self._notes = self._load()
         self._saving: threading.Timer | None = None  # a save is due
         self._closed = False
+        self.changed_ns = time.time_ns()  # when the records or notes last changed (the report's date)
 
-    def _load(self) -> dict[str, dict[str, Any]]:
+    def _load(self) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
         try:
-            records = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError):  # a damaged ledger loses reasons, never files
-            return {}
-        return records if isinstance(records, dict) else {}
+            stored = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # missing, or damaged: that loses reasons, never files
+            return {}, []
+        if not isinstance(stored, dict):
+            return {}, []
+        if stored.get("version") != 2:  # written before notes existed: records only
+            return stored, []
+        return dict(stored.get("kept", {})), list(stored.get("notes", []))
 
     def _save(self) -> None:
         temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self._records, indent=1, ensure_ascii=False), encoding="utf-8")
+        document = {"version": 2, "kept": self._records, "notes": self._notes}
+        temporary.write_text(json.dumps(document, indent=1, ensure_ascii=False), encoding="utf-8")
         os.replace(temporary, self.path)
 
     def _changed(self) -> None:
         """With the lock held: have the records written soon (at once once closed)."""
+        self.changed_ns = time.time_ns()
         if self._closed:
             self._save()
         elif self._saving is None:
@@ -105,7 +116,34 @@ class Ledger:
             if moved:
                 self._changed()
 
+    def note(self, rel: str, reason: str, entries: list[tuple[str, str]]) -> None:
+        """Remember, for a day, an archive that left uploads/ with entries that were not sent."""
+        with self._lock:
+            self._notes = [*self._recent_notes(), {"name": rel, "reason": reason, "entries": entries,
+                                                  "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                                  "epoch": time.time()}][-NOTES_KEPT:]
+            self._changed()
+
+    def notes(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return self._recent_notes()
+
+    def clear_notes(self) -> None:
+        with self._lock:
+            if self._notes:
+                self._notes = []
+                self._changed()
+
+    def _recent_notes(self) -> list[dict[str, Any]]:
+        since = time.time() - NOTE_SECONDS
+        return [note for note in self._notes if note.get("epoch", 0) >= since]
+
     def has_records(self) -> bool:
+        """Whether there is anything to report: a kept file, or a recent archive note."""
+        with self._lock:
+            return bool(self._records) or bool(self._recent_notes())
+
+    def has_kept(self) -> bool:
         with self._lock:
             return bool(self._records)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -30,11 +29,14 @@ from ..errors import (
     ReadOnly,
 )
 from ..orthanc import OrthancClient
+from ..orthanc_async import LoopUploader
 from . import views
+from .events import Events
 from .index import BULK_LIMIT, PAGE_SIZE, OrthancIndex
 from .ingest import Ingester
 from .naming import NameAssigner
 from .nodes import ROLE_LEVEL, Kind, Node, Role, directory
+from .staging import SpaceBudget
 from .uploads import UPLOADS, UploadArea, UploadHandle
 from .walks import WalkSpotter
 
@@ -80,7 +82,14 @@ class Tree:
         self.policy = policy or WritePolicy()
         self.index = OrthancIndex(client, MetadataCache(metadata_ttl), page_size, bulk_limit)
         self.content = ContentStore(client, spool_dir, content_cache_bytes)
-        self.uploads = UploadArea(state_dir, Ingester(client, spool_dir), on_stored=self.index.cache.invalidate)
+        self.events = Events()
+        # Uploads and download spools share the cache disk: uploads leave room for reads, and
+        # finished spools (kept only for speed) make way for uploads.
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        budget = SpaceBudget.for_disk(str(state_dir), content_cache_bytes)
+        budget.relief.append(self.content.drop_idle)
+        self.uploads = UploadArea(state_dir, Ingester(client, spool_dir), budget,
+                                  on_stored=self.index.cache.invalidate, events=self.events)
         self.root = directory("", Role.ROOT, "", time.time_ns())
         # Per directory: the name assigner (so names stick) and the last listing,
         # reused while the sources it was computed from are the very same objects.
@@ -199,11 +208,21 @@ class Tree:
             return node
         if node.role is Role.REPORT:
             return self.uploads.report_node()
+        if node.role is Role.RECEIPT:
+            found = self.uploads.receipt(node.ident)
+            if found is None:
+                raise NotFound(node.name)
+            return found
         return self.uploads.node(node.ident)
+
+    def receipt(self, path: str) -> Node | None:
+        """A file of uploads/ (`path` inside it) that Orthanc took a moment ago, readable for a minute
+        by its exact path but never listed: for clients that read back what they wrote."""
+        return self.uploads.receipt(path.strip("/"))
 
     def writable(self, node: Node) -> bool:
         """Whether the mode bits should invite changes to `node` (or, for folders, its entries)."""
-        if self.policy.read_only or node.kind in (Kind.TEXT, Kind.JSON, Kind.INSTANCE):
+        if self.policy.read_only or node.kind in (Kind.TEXT, Kind.JSON, Kind.INSTANCE) or node.role is Role.RECEIPT:
             return False
         if node.view == UPLOADS:
             return self.policy.uploads
@@ -240,9 +259,15 @@ class Tree:
         if not self.policy.uploads:
             raise Forbidden("uploads are disabled (--no-upload)")
 
-    def create(self, parent: Node, name: str, mode: int = 0o644) -> tuple[Node, UploadHandle]:
+    def create(self, parent: Node, name: str, mode: int = 0o644, exclusive: bool = False) -> tuple[Node, UploadHandle]:
+        """A new file in uploads/, open for writing (`exclusive`: O_EXCL, fail if the name is taken)."""
         self._check_upload(parent)
-        return self.uploads.create(parent, name, mode)
+        return self.uploads.create(parent, name, mode, exclusive)
+
+    def copy(self, node: Node, new_parent: Node, new_name: str) -> None:
+        """Copy a file of uploads/ to another name in it (WebDAV COPY)."""
+        self._check_upload(new_parent)
+        self.uploads.copy(node, new_parent, new_name)
 
     def mkdir(self, parent: Node, name: str, mode: int = 0o755) -> Node:
         self._check_upload(parent)
@@ -297,19 +322,25 @@ class Tree:
         raise NotPermitted("the views are Orthanc's; names cannot be changed")
 
     def set_attributes(self, node: Node, *, size: int | None = None, mode: int | None = None,
-                       atime_ns: int | None = None, mtime_ns: int | None = None) -> Node:
-        """truncate/chmod/utime: only for uploads (owners cannot change, so they are not asked)."""
+                       atime_ns: int | None = None, mtime_ns: int | None = None,
+                       handle: UploadHandle | None = None) -> Node:
+        """truncate/chmod/utime (through `handle`, if the caller has the file open): only for uploads
+        (owners cannot change, so they are not asked)."""
         if self.policy.read_only:
             raise ReadOnly("mounted --read-only")
-        if node.view != UPLOADS or node.role in (Role.UPLOADS, Role.REPORT):
+        if node.view != UPLOADS or node.role in (Role.UPLOADS, Role.REPORT, Role.RECEIPT):
             raise NotPermitted(f"{node.name or '/'} belongs to Orthanc; its attributes are not yours to change")
         self._check_upload(node)
         if size is not None:
-            self.uploads.truncate(node, size)
+            handle.truncate(size) if handle is not None and handle.writable else self.uploads.truncate_path(node, size)
         if mode is not None:
             self.uploads.set_mode(node, mode)
-        if (atime_ns is not None or mtime_ns is not None) and self.uploads.set_times(node, atime_ns, mtime_ns):
-            return node  # a retried upload was delivered: the file is gone, and that is success
+        if atime_ns is not None or mtime_ns is not None:
+            if handle is not None and handle.changed:  # times of a file still being written: nothing to retry
+                handle.set_times(node.mtime_ns if atime_ns is None else atime_ns,
+                                 node.mtime_ns if mtime_ns is None else mtime_ns)
+            elif self.uploads.set_times(node, atime_ns, mtime_ns):
+                return node  # a retried upload was delivered: the file is gone, and that is success
         return self.refresh(node)
 
     def status(self, node: Node) -> str | None:
@@ -319,8 +350,14 @@ class Tree:
     def statfs(self) -> FsStats:
         stats = self.index.statistics()
         accepting = self.policy.uploads and not self.policy.read_only
-        free = shutil.disk_usage(self.uploads.files).free if accepting else 0
+        budget = self.uploads.budget
+        free = max(0, budget.free() - budget.reserve) if accepting else 0  # what uploads may still take
         return FsStats(int(stats.get("TotalDiskSize", 0)), int(stats.get("CountInstances", 0)), free)
+
+    def loop_sender(self) -> LoopUploader:
+        """`POST /instances` for one trio event loop (the FUSE frontend sends small uploads from
+        its loop: a thread hop per file cost twice the CPU), with the client's settings and rules."""
+        return LoopUploader(self.client)
 
     def close(self) -> None:
         self.uploads.close()

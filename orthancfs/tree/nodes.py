@@ -37,6 +37,7 @@ class Role(enum.StrEnum):
     SERIES_JSON = "series.json"
     UPLOAD_DIR = "upload-dir"
     UPLOAD_FILE = "upload-file"
+    RECEIPT = "receipt"  # a file Orthanc took a moment ago, readable by its path for a minute
     REPORT = "report"
 
 

@@ -6,7 +6,6 @@ the reverse mapping is taken from the parent's listing, never decoded.
 
 from __future__ import annotations
 
-import io
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -16,12 +15,12 @@ from cachetools import LRUCache
 from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 
-from ..content import Content
 from ..errors import NotFound, OrthancFSError
 from ..tree import Kind, Node, Tree
 from .access import require
 from .errors import dav_error
 from .names import windows_safe
+from .streams import ContentFile
 
 MAPPINGS_KEPT = 4096
 HREF_SAFE = "!*'(),$-_|."  # what wsgidav's get_href() leaves unquoted besides "/" (Nautilus wants it so)
@@ -204,7 +203,7 @@ class TreeFile(_TreeResource, DAVNonCollection):
     def support_ranges(self) -> bool:
         return True
 
-    def get_content(self) -> io.RawIOBase:
+    def get_content(self) -> ContentFile:
         try:
             return ContentFile(self.provider.tree.open(self.node), self.get_content_length())
         except OrthancFSError as exc:
@@ -222,48 +221,3 @@ class TreeFile(_TreeResource, DAVNonCollection):
             return content.read(0, 1 << 30)
         finally:
             content.close()
-
-
-class ContentFile(io.RawIOBase):
-    """A seekable file object over model content, so wsgidav can serve ranges and stream."""
-
-    def __init__(self, content: Content, size: int):
-        self._content, self._size, self._position = content, size, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
-        self._position = max(0, base + offset)
-        return self._position
-
-    def tell(self) -> int:
-        return self._position
-
-    def read(self, size: int = -1) -> bytes:
-        """The bytes themselves: RawIOBase's read() would copy them twice more (wsgidav reads 1 MiB blocks)."""
-        if size is None or size < 0:
-            return super().read(size)
-        return self._next(size)
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._next(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def _next(self, size: int) -> bytes:
-        try:
-            data = self._content.read(self._position, size)
-        except NotFound:
-            data = b""
-        self._position += len(data)
-        return data
-
-    def close(self) -> None:
-        if not self.closed:
-            self._content.close()
-        super().close()
