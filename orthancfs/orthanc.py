@@ -192,6 +192,7 @@ class OrthancClient:
         with a short timeout of its own."""
         path = f"/instances/{instance_id}/attachments/dicom/info"
         response = self._retrying("GET", path, timeout=min(self.settings.timeout, CONFIRM_TIMEOUT))
+        self.health.succeeded()  # Orthanc answers: no need to fail fast any more
         return json_of(response, f"GET {path}")
 
     def delete(self, path: str) -> None:

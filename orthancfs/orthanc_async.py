@@ -147,6 +147,9 @@ class LoopUploader:
                     return status, headers, b"".join(content)
                 elif isinstance(event, h11.ConnectionClosed):
                     raise trio.BrokenResourceError("the connection closed before the answer")
+        except h11.RemoteProtocolError as exc:  # its own cause is an internal KeyError: say what happened
+            closed = ConnectionError(f"Orthanc closed the connection {'after' if answered else 'before'} answering")
+            raise _Broken(closed, answered, sent) from exc
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError) as exc:
             raise _Broken(exc, answered, sent) from exc
 

@@ -84,10 +84,12 @@ class Ledger:
                 due.cancel()
                 self._save()
 
-    def record(self, rel: str, reason: str, entries: list[tuple[str, str]] | None = None) -> None:
+    def record(self, rel: str, reason: str, entries: list[tuple[str, str]] | None = None,
+               incomplete: bool = False) -> None:
+        """Why `rel` is kept; `incomplete`: its writer did not write it whole, so it is never sent."""
         with self._lock:
             self._records[rel] = {"reason": reason, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                  "entries": entries or []}
+                                  "entries": entries or [], **({"incomplete": True} if incomplete else {})}
             self._changed()
 
     def get(self, rel: str) -> dict[str, Any] | None:

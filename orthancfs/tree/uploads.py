@@ -450,7 +450,7 @@ class UploadArea:
                 raise Cancelled(f"uploads/{upload.rel} was removed while it was written; not sent")
             self._place(upload)
             if upload.failure is not None:
-                self.ledger.record(upload.rel, f"write failed, not sent: {upload.failure}")
+                self.ledger.record(upload.rel, f"write failed, not sent: {upload.failure}", incomplete=True)
                 log.warning("uploads/%s kept: write failed, not sent: %s", one_line(upload.rel), upload.failure)
                 raise upload.failure
             if is_temporary(upload.rel.rsplit("/", 1)[-1]):
@@ -527,7 +527,12 @@ class UploadArea:
 
     def resend(self, rel: str) -> bool:
         """Send the file that stands at `rel` again (touch of a kept file, a temporary name made
-        final); True if it left uploads/.  Blocking."""
+        final); True if it left uploads/.  Blocking.  A file its writer did not write whole is
+        never sent, not even when asked."""
+        record = self.ledger.get(rel)
+        if record is not None and record.get("incomplete"):
+            raise WriteFailed(f"uploads/{rel} is incomplete ({record['reason']}); it is never sent: copy the whole "
+                              "file again")
         with self._lock:
             try:
                 fd = os.open(self.local(rel), os.O_RDONLY | os.O_CLOEXEC)
@@ -770,7 +775,7 @@ class UploadArea:
             os.rename(path, self.local(target))
             self.staging.forget(path)
             self.ledger.record(target, "interrupted while it was written (orthancfs stopped): incomplete, never "
-                                       "sent; remove it, or touch it to send it as it is")
+                                       "sent; copy the whole file again", incomplete=True)
         existing = {str(p.relative_to(self.files)) for p in self.files.rglob("*") if p.is_file()}
         self.ledger.keep_only(existing)
         for rel in sorted(existing - {rel for rel, _ in self.ledger.items()}):
