@@ -208,3 +208,12 @@ def test_signals_unmount_cleanly(orthanc: LoadedOrthanc, tmp_path: Path, sig: in
     assert context.process.stop(sig) == 0
     assert not os.path.ismount(mountpoint)
     assert "Traceback" not in context.process.log()
+
+
+def test_getfattr_says_why_a_file_stays_in_uploads(mount: Path) -> None:
+    """The README's way to ask (getfattr comes with `make`: Debian's attr)."""
+    (mount / "uploads" / "notes.txt").write_text("not DICOM")
+    shown = subprocess.run(["getfattr", "-n", "user.orthancfs.status", str(mount / "uploads" / "notes.txt")],
+                           capture_output=True, text=True, check=True).stdout
+    assert 'user.orthancfs.status="' in shown and "not DICOM" in shown, shown
+    (mount / "uploads" / "notes.txt").unlink()
