@@ -172,13 +172,31 @@ def test_the_views_refuse_changes(mount: Path) -> None:
         assert caught.value.errno == expected, (attempt, caught.value)
 
 
-def test_statfs(mount: Path, orthanc: LoadedOrthanc) -> None:
-    info = os.statvfs(mount)
-    assert info.f_namemax == 255
-    assert info.f_files == len(orthanc.client.get_json("/instances"))
-    assert info.f_blocks * info.f_frsize >= int(orthanc.client.get_json("/statistics")["TotalDiskSize"])  # a string
-    df = subprocess.run(["df", "-h", str(mount)], capture_output=True, text=True, check=True).stdout
-    assert orthanc.url in df  # the source column names the server
+def df(path: Path, *fields: str) -> dict[str, int]:
+    out = subprocess.run(["df", "-B1", f"--output={','.join(fields)}", str(path)], capture_output=True, text=True,
+                         check=True).stdout
+    return dict(zip(fields, (int(value.rstrip("%")) for value in out.splitlines()[1].split()), strict=True))
+
+
+def test_statfs(mount: Path, orthanc: LoadedOrthanc, tmp_path: Path) -> None:
+    assert os.statvfs(mount).f_namemax == 255
+    assert orthanc.url in subprocess.run(["df", "-h", str(mount)], capture_output=True, text=True,
+                                         check=True).stdout  # the source column names the server
+    blocks = df(mount, "size", "used", "avail")
+    orthanc_bytes = int(orthanc.client.get_json("/statistics")["TotalDiskSize"])  # a string
+    assert blocks["size"] == blocks["used"] + blocks["avail"]  # Used was negative: free > total
+    assert orthanc_bytes <= blocks["used"] < orthanc_bytes + 4096
+    staging = df(tmp_path / "cache", "avail")["avail"]  # where uploads are staged
+    assert abs(blocks["avail"] - staging) < 256 << 20  # (others write to that disk meanwhile)
+    inodes = df(mount, "itotal", "iused", "iavail", "ipcent")
+    assert inodes["iused"] == len(orthanc.client.get_json("/instances"))
+    assert inodes["iavail"] > 0 and inodes["ipcent"] < 100  # 100% reads as a full disk
+    # What GNOME Files checks before it copies.
+    info = subprocess.run(["gio", "info", "-f", str(mount / "uploads")], capture_output=True, text=True,
+                          check=True).stdout
+    gio = dict(line.strip().split(": ", 1) for line in info.splitlines() if line.startswith("  filesystem::"))
+    assert 0 < int(gio["filesystem::free"]) <= int(gio["filesystem::size"])
+    assert int(gio["filesystem::used"]) == blocks["used"]
 
 
 def test_owner_can_be_chosen(orthanc: LoadedOrthanc, tmp_path: Path) -> None:

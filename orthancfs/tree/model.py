@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
-import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -45,11 +45,17 @@ MAX_REMEMBERED_DIRECTORIES = 20_000
 
 @dataclass(frozen=True)
 class FsStats:
-    """Numbers for statfs: Orthanc's disk use and instance count."""
+    """Numbers for statfs: Orthanc's disk use and instance count, and the room left for uploads.
+
+    Uploads are staged on local disk before Orthanc sees them, so the room is the staging
+    disk's: what a file manager checks before it copies into uploads/.  While uploads are
+    refused there is no room at all.
+    """
 
     used_bytes: int
     instances: int
-    free_bytes: int = 0  # room for uploads (staged on local disk first)
+    free_bytes: int = 0
+    free_files: int = 0
 
 
 @dataclass(frozen=True)
@@ -318,9 +324,14 @@ class Tree:
 
     def statfs(self) -> FsStats:
         stats = self.index.statistics()
-        accepting = self.policy.uploads and not self.policy.read_only
-        free = shutil.disk_usage(self.uploads.files).free if accepting else 0
-        return FsStats(int(stats.get("TotalDiskSize", 0)), int(stats.get("CountInstances", 0)), free)
+        used, instances = int(stats.get("TotalDiskSize", 0)), int(stats.get("CountInstances", 0))
+        if not self.policy.uploads or self.policy.read_only:
+            return FsStats(used, instances)
+        staging = os.statvfs(self.uploads.files)
+        # A disk that counts no inodes (btrfs) reports 0 of 0: there, each staged file
+        # takes a block at least.
+        files = staging.f_favail if staging.f_files else staging.f_bavail
+        return FsStats(used, instances, staging.f_bavail * staging.f_frsize, files)
 
     def close(self) -> None:
         self.uploads.close()
