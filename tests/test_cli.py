@@ -71,8 +71,22 @@ def test_bad_url(url: str, words: list[str], mountpoint: Path) -> None:
 
 def test_usage_mistakes_are_one_line() -> None:
     assert_one_line_error(orthancfs("mount"), 2, "MOUNTPOINT")
-    assert_one_line_error(orthancfs("mount", "--timeout", "soon", "/mnt"), 2, "soon")
-    assert_one_line_error(orthancfs("frobnicate"), 2)
+    result = orthancfs("mount", "--timeout", "soon", "/mnt")
+    assert_one_line_error(result, 2, "--timeout: not a number of seconds: 'soon'")
+    assert "timeout: timeout" not in result.stderr and "convert" not in result.stderr
+    assert_one_line_error(orthancfs("frobnicate"), 2, "unknown command 'frobnicate'", "mount, umount")
+
+
+@pytest.mark.parametrize("argv", [["mnt", "http://pacs:8042", "/mnt/pacs"], ["mnt", "http://pacs:8042"],
+                                  ["mnt", "http://pacs:8042", "/mnt/pacs", "--debug"]])
+def test_a_mistyped_command_is_named(argv: list[str]) -> None:
+    """Not taken for mount(8)'s `SOURCE MOUNTPOINT -o OPTIONS`: a mount point is no URL, and that form has two words."""
+    assert_one_line_error(orthancfs(*argv), 2, "unknown command 'mnt': did you mean 'mount'?")
+
+
+def test_the_mount_helper_form_hints_at_a_mistyped_command(tmp_path: Path) -> None:
+    result = orthancfs("mout", "/mnt/pacs", env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path)})
+    assert_one_line_error(result, 2, "no [profile mout]", "or a mistyped command: did you mean 'mount'?")
 
 
 def test_orthanc_down_at_start(mountpoint: Path) -> None:
