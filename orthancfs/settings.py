@@ -166,6 +166,9 @@ IGNORED = frozenset({"rw", "auto", "noauto", "user", "users", "nouser", "owner",
                      "default_permissions", "fsname", "subtype", "bg", "fg", "comment", "foreground"})
 IGNORED_PREFIXES = ("x-", "comment=", "fsname=", "subtype=")
 ALIASES = {"ro": ("read_only", "yes"), "allow_root": ("allow_other", "yes")}
+# `user` is mount(8)'s own option (a user mount passes user=LOGIN to the helper), so the
+# Orthanc user name goes by cifs' spelling in -o and fstab.
+RENAMED = {"username": "user"}
 SECRETS = frozenset({"password", "pass", "passwd", "token", "secret"})
 
 
@@ -188,9 +191,11 @@ def parse_mount_options(text: str) -> Layer:
             key, value = ALIASES[key]
         if key in IGNORED or item.startswith(IGNORED_PREFIXES):
             continue
+        origin = f"-o {key}"
+        key = RENAMED.get(key, key)
         if key not in BY_NAME and key not in ("profile", "config"):
             raise UsageError(f"unknown mount option -o {item}")
-        values[key] = (value if has_value else "yes", f"-o {key}")
+        values[key] = (value if has_value else "yes", origin)
     return Layer(values)
 
 

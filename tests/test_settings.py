@@ -117,6 +117,13 @@ def test_every_parser_says_what_it_expected(flag: str, value: str, message: str)
     assert str(caught.value) == f"{origin}: {message}"
 
 
+def test_username_is_the_user_in_mount_options() -> None:
+    """mount(8) takes `user` for itself (and passes user=LOGIN for user mounts): `username=` as cifs spells it."""
+    assert parse_mount_options("username=alice").values == {"user": ("alice", "-o username")}
+    assert parse_mount_options("user,user=bob").values == {}
+    assert settings(["-o", "username=alice,password_file=/pw", "/mnt"])["user"] == "alice"
+
+
 def test_missing_config_or_profile(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="does not exist"):
         settings(["--config", str(tmp_path / "nope.conf"), "/mnt"])
