@@ -10,6 +10,7 @@ import signal
 import stat
 import subprocess
 import threading
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -235,3 +236,15 @@ def test_getfattr_says_why_a_file_stays_in_uploads(mount: Path) -> None:
                            capture_output=True, text=True, check=True).stdout
     assert 'user.orthancfs.status="' in shown and "not DICOM" in shown, shown
     (mount / "uploads" / "notes.txt").unlink()
+
+
+def test_no_name_hides_or_disguises_itself(mount: Path) -> None:
+    """A leading dot would hide a patient from ls and file managers; format characters (bidi
+    overrides, zero-width ones) make a name display reversed or empty."""
+    shown = subprocess.run(["ls", str(mount / "by-patients")], capture_output=True, text=True, check=True).stdout
+    assert "_HIDDEN - Evil_mcd.exe" in shown.splitlines()
+    names = [name for _, folders, files in os.walk(mount) for name in folders + files]
+    assert not [n for n in names if n.startswith(".")]
+    assert not [n for n in names if any(unicodedata.category(c) in ("Cc", "Cf") for c in n)]
+    study = os.listdir(mount / "by-patients" / "_HIDDEN - Evil_mcd.exe")
+    assert study == ["20200101 - _"]  # the description was one RIGHT-TO-LEFT MARK: looked like "20200101 - "
