@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := orthanc fuse3 libfuse3-dev pkg-config dcmtk curl openssl util-linux procps systemd man-db litmus rclone \
-                attr libglib2.0-bin
+                attr libglib2.0-bin cadaver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 

@@ -280,6 +280,11 @@ class Tree:
             return  # the kernel saw it a moment ago: gone meanwhile (e.g. with its last instance)
         if node.is_dir != folder:
             raise IsADirectory(name) if node.is_dir else NotADirectory(name)
+        if node.kind is Kind.JSON:
+            # study.json/series.json are Orthanc's account of their folder's resource and go with
+            # it.  File managers (Explorer, rm -r, rclone) delete a folder file by file, then the
+            # folder: refusing the document stopped them midway.  Orthanc's WebDAV does the same.
+            return
         level = ROLE_LEVEL.get(node.role)
         if level is None:
             raise NotPermitted(f"{name} is not an Orthanc resource and cannot be deleted")
