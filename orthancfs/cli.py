@@ -103,8 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how long to wait for pending uploads (default: %(default)s)")
     umount.add_argument("--lazy", action="store_true", help="detach even if files are open (fusermount3 -z)")
     umount.set_defaults(run=run_umount)
-    demo = commands.add_parser("demo", help="start a private Orthanc with sample studies and mount it")
-    demo.add_argument("mountpoint", metavar="MOUNTPOINT", nargs="?", default="pacs")
+    demo = commands.add_parser("demo", help="start a private Orthanc with sample studies and mount it",
+                               description="Start a private Orthanc on a free loopback port, load generated "
+                                           "sample studies and mount it; it prints the Orthanc's URL and the "
+                                           "commands that serve the same data again. Ctrl-C unmounts and "
+                                           "deletes everything.")
+    demo.add_argument("mountpoint", metavar="MOUNTPOINT", nargs="?", default="pacs",
+                      help="where to mount (default: ./%(default)s, created if missing)")
     add_setting_flags(demo, {"metadata_ttl", "uid", "gid", "debug", "allow_delete", "read_only", "no_upload"})
     demo.set_defaults(run=run_demo)
     return parser

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import ssl
 import subprocess
 import sys
@@ -208,3 +209,36 @@ def test_url_defaults_to_the_environment(orthanc: LoadedOrthanc, mountpoint: Pat
     env = {**os.environ, "ORTHANC_URL": f"http://127.0.0.1:{free_port()}"}
     result = orthancfs("mount", str(mountpoint), env=env)
     assert_one_line_error(result, 1, env["ORTHANC_URL"])
+
+
+def test_demo_says_what_it_is_and_what_to_reuse(tmp_path: Path) -> None:
+    usage = orthancfs("demo", "--help").stdout
+    assert "private Orthanc" in usage and "default: ./pacs" in usage
+    output, mnt = tmp_path / "demo.out", tmp_path / "pacs"
+    with open(output, "w") as out:
+        demo = subprocess.Popen([sys.executable, "-m", "orthancfs", "demo", "--allow-delete", str(mnt)], stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: "Stop with Ctrl-C" in output.read_text() or demo.poll() is not None, 120, "the demo")
+        shown = output.read_text()
+        assert "DEMO001 - Müller^Jürgen" in shown and os.path.ismount(mnt), shown
+        [command] = [line.split() for line in shown.splitlines() if line.strip().startswith("orthancfs webdav")]
+        assert command[:3] == ["orthancfs", "webdav", "--url"] and "--allow-delete" in command  # the switches too
+        port = free_port()  # the printed command as it is, on a port free here
+        webdav = subprocess.Popen([sys.executable, "-m", *command, "--listen", f"127.0.0.1:{port}", "--cache-dir",
+                                   str(tmp_path / "dav-cache")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            url = f"http://127.0.0.1:{port}/by-patients/"
+            wait_for(lambda: subprocess.run(["curl", "-sf", "-X", "PROPFIND", "-H", "Depth: 1", url],
+                                            capture_output=True).returncode == 0, 30, "the printed WebDAV command")
+            listing = subprocess.run(["curl", "-s", "-X", "PROPFIND", "-H", "Depth: 1", url], capture_output=True,
+                                     text=True).stdout
+            assert "<D:displayname>DEMO001 - Müller^Jürgen</D:displayname>" in listing, listing
+        finally:
+            webdav.terminate()
+            webdav.wait(30)
+    finally:
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(60) == 0
+    assert not os.path.ismount(mnt)
+    assert subprocess.run(["curl", "-sf", command[3] + "/system"], capture_output=True).returncode != 0  # gone
