@@ -242,9 +242,9 @@ def _syslog_handler() -> logging.Handler:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    helper = _called_by_mount_helper(argv)
+    source = argv[0] if _called_by_mount_helper(argv) else None
     try:
-        if helper:
+        if source is not None:
             argv = ["mount", "--background", *argv]
         elif argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
             raise UsageError(f"unknown command {argv[0]!r}{_did_you_mean(argv[0])} "
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return args.run(args)
     except UsageError as exc:
-        hint = _did_you_mean(argv[2]) if helper and "no [profile" in str(exc) else ""
+        hint = _did_you_mean(source) if source is not None and "no [profile" in str(exc) else ""
         print(f"orthancfs: {exc}{hint and f' (or a mistyped command{hint})'}", file=sys.stderr)
         return 2
     except StartupError as exc:
