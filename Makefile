@@ -1,10 +1,11 @@
-# `make test` and `make demo` work on a fresh Debian 12 machine (as root, or with sudo):
+# `make test` and `make demo` work on a fresh Debian 12 or 13 machine (as root, or with sudo):
 # they install the system packages that are missing, build .venv, then run.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := orthanc fuse3 libfuse3-dev pkg-config dcmtk curl openssl util-linux procps systemd man-db litmus rclone
+APT_PACKAGES := orthanc fuse3 libfuse3-dev pkg-config dcmtk curl openssl util-linux procps systemd man-db litmus rclone \
+                attr libglib2.0-bin cadaver python3-venv python3-dev gcc libc6-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 

@@ -9,6 +9,8 @@ mount(8) uses through mount.fuse3, is `orthancfs mount --background`.
 from __future__ import annotations
 
 import argparse
+import difflib
+import itertools
 import logging
 import logging.handlers
 import os
@@ -101,8 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how long to wait for pending uploads (default: %(default)s)")
     umount.add_argument("--lazy", action="store_true", help="detach even if files are open (fusermount3 -z)")
     umount.set_defaults(run=run_umount)
-    demo = commands.add_parser("demo", help="start a private Orthanc with sample studies and mount it")
-    demo.add_argument("mountpoint", metavar="MOUNTPOINT", nargs="?", default="pacs")
+    demo = commands.add_parser("demo", help="start a private Orthanc with sample studies and mount it",
+                               description="Start a private Orthanc on a free loopback port, load generated "
+                                           "sample studies and mount it; it prints the Orthanc's URL and the "
+                                           "commands that serve the same data again. Ctrl-C unmounts and "
+                                           "deletes everything.")
+    demo.add_argument("mountpoint", metavar="MOUNTPOINT", nargs="?", default="pacs",
+                      help="where to mount (default: ./%(default)s, created if missing)")
     add_setting_flags(demo, {"metadata_ttl", "uid", "gid", "debug", "allow_delete", "read_only", "no_upload"})
     demo.set_defaults(run=run_demo)
     return parser
@@ -193,6 +200,18 @@ def run_demo(args: argparse.Namespace) -> int:
     return demo(args)
 
 
+def _called_by_mount_helper(argv: list[str]) -> bool:
+    """`SOURCE MOUNTPOINT [-o OPTIONS]`, as mount.fuse3 runs us: exactly two words before any option,
+    the first no command, the second no URL (`orthancfs mnt URL MP` is a mistyped command)."""
+    words = list(itertools.takewhile(lambda arg: not arg.startswith("-"), argv))
+    return len(words) == 2 and words[0] not in COMMANDS and "://" not in words[1]
+
+
+def _did_you_mean(word: str) -> str:
+    close = difflib.get_close_matches(word, COMMANDS, n=1, cutoff=0.6)
+    return f": did you mean {close[0]!r}?" if close else ""
+
+
 def setup_logging(settings: dict[str, Any], background: bool) -> None:
     """Readable on a terminal; plain lines for journald (it adds the time); a file or syslog when detached."""
     if settings.get("log_file"):
@@ -223,13 +242,18 @@ def _syslog_handler() -> logging.Handler:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) >= 2 and argv[0] not in COMMANDS and not argv[0].startswith("-") and not argv[1].startswith("-"):
-        argv = ["mount", "--background", *argv]  # called by mount.fuse3: SOURCE MOUNTPOINT -o OPTIONS
-    args = build_parser().parse_args(argv)
+    source = argv[0] if _called_by_mount_helper(argv) else None
     try:
+        if source is not None:
+            argv = ["mount", "--background", *argv]
+        elif argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+            raise UsageError(f"unknown command {argv[0]!r}{_did_you_mean(argv[0])} "
+                             f"(the commands are {', '.join(COMMANDS)}; see orthancfs --help)")
+        args = build_parser().parse_args(argv)
         return args.run(args)
     except UsageError as exc:
-        print(f"orthancfs: {exc}", file=sys.stderr)
+        hint = _did_you_mean(source) if source is not None and "no [profile" in str(exc) else ""
+        print(f"orthancfs: {exc}{hint and f' (or a mistyped command{hint})'}", file=sys.stderr)
         return 2
     except StartupError as exc:
         print(f"orthancfs: {exc}", file=sys.stderr)

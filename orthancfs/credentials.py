@@ -49,7 +49,9 @@ def find_credentials(settings: Mapping[str, Any], environ: Mapping[str, str]) ->
     if password is None and token is None:
         user, password = _from_netrc(settings["url"], user, environ)
     if password is not None and not user:
-        raise UsageError("a password was given but no user (set user=, --user or ORTHANCFS_USER)")
+        # -o user= is mount(8)'s own option, which it keeps from us: say which spelling works.
+        raise UsageError("a password was given but no user (set --user, -o username= in fstab, "
+                         "user = in the config file, or ORTHANCFS_USER)")
     return Credentials(user, password, token)
 
 

@@ -41,8 +41,17 @@ def _bool(text: str) -> bool:
     raise ValueError(f"not a yes/no value: {text!r}")
 
 
+def _number(text: str, convert: Callable[[str], Any], what: str) -> Any:
+    """`convert(text)`, or ValueError saying what was expected: Python's own messages
+    ("could not convert string to float") name a type, not the setting's meaning."""
+    try:
+        return convert(text)
+    except (ValueError, OverflowError):
+        raise ValueError(f"not {what}: {text!r}") from None
+
+
 def _seconds(text: str) -> float:
-    value = float(text)
+    value = _number(text, float, "a number of seconds")
     if not value >= 0 or value == float("inf"):
         raise ValueError(f"not a number of seconds: {text!r}")
     return value
@@ -51,38 +60,43 @@ def _seconds(text: str) -> float:
 def _positive_seconds(text: str) -> float:
     value = _seconds(text)
     if value == 0:
-        raise ValueError("must be more than 0")
+        raise ValueError("must be more than 0 seconds")
     return value
 
 
 def _id(text: str) -> int:
-    value = int(text)
+    value = _number(text, int, "a user or group id")
     if not 0 <= value < 2**32:
         raise ValueError(f"not a user or group id: {text!r}")
     return value
 
 
 def _umask(text: str) -> int:
-    value = int(text, 8)
+    value = _number(text, lambda t: int(t, 8), "an octal umask")
     if not 0 <= value <= 0o777:
         raise ValueError(f"not an octal umask: {text!r}")
     return value
 
 
+SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
 def _size(text: str) -> int:
     """Bytes, with an optional K, M, G or T suffix (powers of 1024)."""
-    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    number, unit = text.strip().upper().rstrip("B"), ""
-    if number and number[-1] in units:
+    number, unit = text.strip().upper().removesuffix("B"), ""
+    if number and number[-1] in SIZE_UNITS:
         number, unit = number[:-1], number[-1]
-    value = int(float(number) * units[unit])
+    try:
+        value = int(float(number) * SIZE_UNITS[unit])
+    except (ValueError, OverflowError):
+        value = -1
     if value < 0:
-        raise ValueError(f"not a size: {text!r}")
+        raise ValueError(f"not a size (such as 512M or 2G): {text!r}")
     return value
 
 
 def _count(text: str) -> int:
-    value = int(text)
+    value = _number(text, int, "a count")
     if value < 0:
         raise ValueError(f"not a count: {text!r}")
     return value
@@ -90,7 +104,7 @@ def _count(text: str) -> int:
 
 def _text(text: str) -> str:
     if not text:
-        raise ValueError("empty")
+        raise ValueError("must not be empty")
     return text
 
 
@@ -152,6 +166,9 @@ IGNORED = frozenset({"rw", "auto", "noauto", "user", "users", "nouser", "owner",
                      "default_permissions", "fsname", "subtype", "bg", "fg", "comment", "foreground"})
 IGNORED_PREFIXES = ("x-", "comment=", "fsname=", "subtype=")
 ALIASES = {"ro": ("read_only", "yes"), "allow_root": ("allow_other", "yes")}
+# `user` is mount(8)'s own option (a user mount passes user=LOGIN to the helper), so the
+# Orthanc user name goes by cifs' spelling in -o and fstab.
+RENAMED = {"username": "user"}
 SECRETS = frozenset({"password", "pass", "passwd", "token", "secret"})
 
 
@@ -174,9 +191,11 @@ def parse_mount_options(text: str) -> Layer:
             key, value = ALIASES[key]
         if key in IGNORED or item.startswith(IGNORED_PREFIXES):
             continue
+        origin = f"-o {key}"
+        key = RENAMED.get(key, key)
         if key not in BY_NAME and key not in ("profile", "config"):
             raise UsageError(f"unknown mount option -o {item}")
-        values[key] = (value if has_value else "yes", f"-o {key}")
+        values[key] = (value if has_value else "yes", origin)
     return Layer(values)
 
 
@@ -208,7 +227,7 @@ def read_config(path: Path) -> Sections:
             raise UsageError(f"{origin}: put secrets in a private file and name it with password_file/token_file")
         if key not in BY_NAME:
             raise UsageError(f"{origin}: unknown option {key!r}")
-        current[key] = (value, origin)
+        current[key] = (value, f"{origin}: {key}")
     return sections
 
 
@@ -246,7 +265,7 @@ def resolve(layers: Iterable[Layer]) -> dict[str, Any]:
                 try:
                     result[option.name] = option.parse(text)
                 except ValueError as exc:
-                    raise UsageError(f"{origin}: {option.name}: {exc}") from None
+                    raise UsageError(f"{origin}: {exc}") from None
                 break
         else:
             result[option.name] = option.default

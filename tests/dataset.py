@@ -47,6 +47,9 @@ def build() -> Dataset:
         *series(1, patient_id="P-SHARE-A", patient_name="Share^A", study_uid=SHARED_STUDY_UID),
         *series(1, patient_id="P-SHARE-B", patient_name="Share^B", study_uid=SHARED_STUDY_UID),
         *series(1, patient_id=LONG_ID, patient_name=LONG_NAME, study_uid=generate_uid()),
+        # A name that hides (leading dot) and lies (RIGHT-TO-LEFT OVERRIDE shows "Evilexe.dcm").
+        *series(1, patient_id=".HIDDEN", patient_name="Evil\u202emcd.exe", study_uid=generate_uid(),
+                study_description="\u200f"),
     ]
     return Dataset(specs, big[0].sop_uid)
 
@@ -64,4 +67,5 @@ EXPECTED_PATIENT_FOLDERS = {
     "DUP_1 - Same^Name (2)",
     "P-SHARE-A - Share^A",
     "P-SHARE-B - Share^B",
+    "_HIDDEN - Evil_mcd.exe",
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import ssl
 import subprocess
 import sys
@@ -71,8 +72,22 @@ def test_bad_url(url: str, words: list[str], mountpoint: Path) -> None:
 
 def test_usage_mistakes_are_one_line() -> None:
     assert_one_line_error(orthancfs("mount"), 2, "MOUNTPOINT")
-    assert_one_line_error(orthancfs("mount", "--timeout", "soon", "/mnt"), 2, "soon")
-    assert_one_line_error(orthancfs("frobnicate"), 2)
+    result = orthancfs("mount", "--timeout", "soon", "/mnt")
+    assert_one_line_error(result, 2, "--timeout: not a number of seconds: 'soon'")
+    assert "timeout: timeout" not in result.stderr and "convert" not in result.stderr
+    assert_one_line_error(orthancfs("frobnicate"), 2, "unknown command 'frobnicate'", "mount, umount")
+
+
+@pytest.mark.parametrize("argv", [["mnt", "http://pacs:8042", "/mnt/pacs"], ["mnt", "http://pacs:8042"],
+                                  ["mnt", "http://pacs:8042", "/mnt/pacs", "--debug"]])
+def test_a_mistyped_command_is_named(argv: list[str]) -> None:
+    """Not taken for mount(8)'s `SOURCE MOUNTPOINT -o OPTIONS`: a mount point is no URL, and that form has two words."""
+    assert_one_line_error(orthancfs(*argv), 2, "unknown command 'mnt': did you mean 'mount'?")
+
+
+def test_the_mount_helper_form_hints_at_a_mistyped_command(tmp_path: Path) -> None:
+    result = orthancfs("mout", "/mnt/pacs", env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path)})
+    assert_one_line_error(result, 2, "no [profile mout]", "or a mistyped command: did you mean 'mount'?")
 
 
 def test_orthanc_down_at_start(mountpoint: Path) -> None:
@@ -134,6 +149,9 @@ def test_mountpoint_missing_not_a_directory_or_busy(orthanc: LoadedOrthanc, tmp_
 
 def test_dev_fuse_missing(orthanc: LoadedOrthanc, mountpoint: Path) -> None:
     """A private mount namespace with an empty /dev: the real situation, on this machine."""
+    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True, text=True, timeout=60)
+    if probe.returncode != 0:  # in a chroot, unshare cannot make the root's propagation private
+        pytest.skip(f"cannot create a private mount namespace here: {probe.stderr.strip()}")
     command = (f"mount -t tmpfs tmpfs /dev && exec {sys.executable} -m orthancfs mount "
                f"--url {orthanc.url} {mountpoint}")
     result = subprocess.run(["unshare", "--mount", "sh", "-c", command], capture_output=True, text=True, timeout=60)
@@ -194,3 +212,36 @@ def test_url_defaults_to_the_environment(orthanc: LoadedOrthanc, mountpoint: Pat
     env = {**os.environ, "ORTHANC_URL": f"http://127.0.0.1:{free_port()}"}
     result = orthancfs("mount", str(mountpoint), env=env)
     assert_one_line_error(result, 1, env["ORTHANC_URL"])
+
+
+def test_demo_says_what_it_is_and_what_to_reuse(tmp_path: Path) -> None:
+    usage = orthancfs("demo", "--help").stdout
+    assert "private Orthanc" in usage and "default: ./pacs" in usage
+    output, mnt = tmp_path / "demo.out", tmp_path / "pacs"
+    with open(output, "w") as out:
+        demo = subprocess.Popen([sys.executable, "-m", "orthancfs", "demo", "--allow-delete", str(mnt)], stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: "Stop with Ctrl-C" in output.read_text() or demo.poll() is not None, 120, "the demo")
+        shown = output.read_text()
+        assert "DEMO001 - Müller^Jürgen" in shown and os.path.ismount(mnt), shown
+        [command] = [line.split() for line in shown.splitlines() if line.strip().startswith("orthancfs webdav")]
+        assert command[:3] == ["orthancfs", "webdav", "--url"] and "--allow-delete" in command  # the switches too
+        port = free_port()  # the printed command as it is, on a port free here
+        webdav = subprocess.Popen([sys.executable, "-m", *command, "--listen", f"127.0.0.1:{port}", "--cache-dir",
+                                   str(tmp_path / "dav-cache")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            url = f"http://127.0.0.1:{port}/by-patients/"
+            wait_for(lambda: subprocess.run(["curl", "-sf", "-X", "PROPFIND", "-H", "Depth: 1", url],
+                                            capture_output=True).returncode == 0, 30, "the printed WebDAV command")
+            listing = subprocess.run(["curl", "-s", "-X", "PROPFIND", "-H", "Depth: 1", url], capture_output=True,
+                                     text=True).stdout
+            assert "<D:displayname>DEMO001 - Müller^Jürgen</D:displayname>" in listing, listing
+        finally:
+            webdav.terminate()
+            webdav.wait(30)
+    finally:
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(60) == 0
+    assert not os.path.ismount(mnt)
+    assert subprocess.run(["curl", "-sf", command[3] + "/system"], capture_output=True).returncode != 0  # gone

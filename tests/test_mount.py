@@ -10,6 +10,7 @@ import signal
 import stat
 import subprocess
 import threading
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -172,13 +173,31 @@ def test_the_views_refuse_changes(mount: Path) -> None:
         assert caught.value.errno == expected, (attempt, caught.value)
 
 
-def test_statfs(mount: Path, orthanc: LoadedOrthanc) -> None:
-    info = os.statvfs(mount)
-    assert info.f_namemax == 255
-    assert info.f_files == len(orthanc.client.get_json("/instances"))
-    assert info.f_blocks * info.f_frsize >= int(orthanc.client.get_json("/statistics")["TotalDiskSize"])  # a string
-    df = subprocess.run(["df", "-h", str(mount)], capture_output=True, text=True, check=True).stdout
-    assert orthanc.url in df  # the source column names the server
+def df(path: Path, *fields: str) -> dict[str, int]:
+    out = subprocess.run(["df", "-B1", f"--output={','.join(fields)}", str(path)], capture_output=True, text=True,
+                         check=True).stdout
+    return dict(zip(fields, (int(value.rstrip("%")) for value in out.splitlines()[1].split()), strict=True))
+
+
+def test_statfs(mount: Path, orthanc: LoadedOrthanc, tmp_path: Path) -> None:
+    assert os.statvfs(mount).f_namemax == 255
+    assert orthanc.url in subprocess.run(["df", "-h", str(mount)], capture_output=True, text=True,
+                                         check=True).stdout  # the source column names the server
+    blocks = df(mount, "size", "used", "avail")
+    orthanc_bytes = int(orthanc.client.get_json("/statistics")["TotalDiskSize"])  # a string
+    assert blocks["size"] == blocks["used"] + blocks["avail"]  # Used was negative: free > total
+    assert orthanc_bytes <= blocks["used"] < orthanc_bytes + 4096
+    staging = df(tmp_path / "cache", "avail")["avail"]  # where uploads are staged
+    assert abs(blocks["avail"] - staging) < 256 << 20  # (others write to that disk meanwhile)
+    inodes = df(mount, "itotal", "iused", "iavail", "ipcent")
+    assert inodes["iused"] == len(orthanc.client.get_json("/instances"))
+    assert inodes["iavail"] > 0 and inodes["ipcent"] < 100  # 100% reads as a full disk
+    # What GNOME Files checks before it copies.
+    info = subprocess.run(["gio", "info", "-f", str(mount / "uploads")], capture_output=True, text=True,
+                          check=True).stdout
+    gio = dict(line.strip().split(": ", 1) for line in info.splitlines() if line.startswith("  filesystem::"))
+    assert 0 < int(gio["filesystem::free"]) <= int(gio["filesystem::size"])
+    assert int(gio["filesystem::used"]) == blocks["used"]
 
 
 def test_owner_can_be_chosen(orthanc: LoadedOrthanc, tmp_path: Path) -> None:
@@ -208,3 +227,24 @@ def test_signals_unmount_cleanly(orthanc: LoadedOrthanc, tmp_path: Path, sig: in
     assert context.process.stop(sig) == 0
     assert not os.path.ismount(mountpoint)
     assert "Traceback" not in context.process.log()
+
+
+def test_getfattr_says_why_a_file_stays_in_uploads(mount: Path) -> None:
+    """The README's way to ask (getfattr comes with `make`: Debian's attr)."""
+    (mount / "uploads" / "notes.txt").write_text("not DICOM")
+    shown = subprocess.run(["getfattr", "-n", "user.orthancfs.status", str(mount / "uploads" / "notes.txt")],
+                           capture_output=True, text=True, check=True).stdout
+    assert 'user.orthancfs.status="' in shown and "not DICOM" in shown, shown
+    (mount / "uploads" / "notes.txt").unlink()
+
+
+def test_no_name_hides_or_disguises_itself(mount: Path) -> None:
+    """A leading dot would hide a patient from ls and file managers; format characters (bidi
+    overrides, zero-width ones) make a name display reversed or empty."""
+    shown = subprocess.run(["ls", str(mount / "by-patients")], capture_output=True, text=True, check=True).stdout
+    assert "_HIDDEN - Evil_mcd.exe" in shown.splitlines()
+    names = [name for _, folders, files in os.walk(mount) for name in folders + files]
+    assert not [n for n in names if n.startswith(".")]
+    assert not [n for n in names if any(unicodedata.category(c) in ("Cc", "Cf") for c in n)]
+    study = os.listdir(mount / "by-patients" / "_HIDDEN - Evil_mcd.exe")
+    assert study == ["20200101 - _"]  # the description was one RIGHT-TO-LEFT MARK: looked like "20200101 - "

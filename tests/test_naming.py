@@ -17,6 +17,16 @@ from orthancfs.tree.views import last_update_ns, study_year_month
     ("tab\tand\nnewline\x7f", "tab_and_newline_"),
     ("  padded  ", "padded"),
     ("keep <>:\"|?* for FUSE", "keep <>:\"|?* for FUSE"),
+    ("c1\x85\x9fcontrols", "c1__controls"),
+    ("Evil\u202emcd.exe", "Evil_mcd.exe"),  # RIGHT-TO-LEFT OVERRIDE: would show as "Evilexe.dcm"
+    ("\u200f\u200e\u061c", "___"),  # bidi marks: a name that looks empty
+    ("a\u2066b\u2069c", "a_b_c"),  # bidi isolates
+    ("zero\u200bwidth\u200d\ufeff", "zero_width__"),
+    ("soft\xadhyphen", "soft_hyphen"),
+    ("line\u2028para\u2029", "line_para_"),
+    ("lone\ud800surrogate", "lone_surrogate"),  # cannot be encoded as a file name at all
+    ("flag\U000e0067tag", "flag_tag"),
+    ("שלום مرحبا", "שלום مرحبا"),  # right-to-left letters are letters
 ])
 def test_clean_text_replaces_only_what_cannot_be_in_a_name(raw: str, clean: str) -> None:
     assert clean_text(raw) == clean
@@ -24,6 +34,36 @@ def test_clean_text_replaces_only_what_cannot_be_in_a_name(raw: str, clean: str)
 
 def test_replacement_keeps_distinct_values_distinct() -> None:
     assert clean_text("A/B") != clean_text("AB")
+    assert clean_text("A\u202eB") != clean_text("AB")
+
+
+def test_every_format_character_is_replaced() -> None:
+    """The whole of category Cf, whatever Python's Unicode version holds."""
+    import unicodedata
+
+    format_characters = [chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) == "Cf"]
+    assert len(format_characters) > 150
+    assert all(clean_text(f"a{c}b") == "a_b" for c in format_characters)
+
+
+@pytest.mark.parametrize(("fields", "name"), [
+    ([".hidden", "Doe^John"], "_hidden - Doe^John"),
+    (["..x"], "_.x"),
+    ([".", "x"], "_ - x"),
+    (["", ".profile"], "_profile"),
+    (["a.b", ".c"], "a.b - .c"),  # only a leading dot hides
+])
+def test_a_leading_dot_is_replaced_so_nothing_is_hidden(fields: list[str], name: str) -> None:
+    assert join_fields(fields, "1234-abcd") == name
+
+
+def test_replaced_names_stay_unique_and_stable() -> None:
+    wanted = [Wanted("a", join_fields([".x"], "a")), Wanted("b", join_fields(["_x"], "b")),
+              Wanted("c", join_fields(["\u202ex"], "c"))]
+    assigner = NameAssigner()
+    names = assigner.assign(wanted)
+    assert names == {"a": "_x", "b": "_x (1)", "c": "_x (2)"}
+    assert assigner.assign(list(reversed(wanted))) == names
 
 
 def test_join_fields_drops_empty_fields_and_their_separators() -> None:

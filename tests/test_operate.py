@@ -85,6 +85,46 @@ def test_fstab_entry_with_a_profile(installed: None, orthanc: LoadedOrthanc, mou
     subprocess.run(["umount", str(mountpoint)], check=True)
 
 
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OrthancServer, Path]]:
+    """An Orthanc that wants alice's password, and a private file holding it."""
+    workdir = tmp_path_factory.mktemp("secured")
+    password = workdir / "alice.password"
+    password.write_text("pw-for-mount8\n")
+    password.chmod(0o600)
+    with OrthancServer(workdir / "orthanc", users={"alice": "pw-for-mount8"}) as server, server.client() as client:
+        client.upload(data.instances(1, "AUTH")[0])
+        yield server, password
+
+
+def test_mount_t_with_a_user_and_a_password_file(installed: None, secured: tuple[OrthancServer, Path],
+                                                 mountpoint: Path, tmp_path: Path) -> None:
+    server, password = secured
+    refused = subprocess.run(["mount", "-t", "fuse.orthancfs", server.url, str(mountpoint), "-o",
+                              f"user=alice,password_file={password}"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "-o username=" in refused.stderr  # mount(8) keeps user= for itself
+    options = f"username=alice,password_file={password},cache_dir={tmp_path / 'cache'}"
+    result = subprocess.run(["mount", "-t", "fuse.orthancfs", server.url, str(mountpoint), "-o", options],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert os.listdir(mountpoint / "by-patients") == ["AUTH - Upload^AUTH"]
+    subprocess.run(["umount", str(mountpoint)], check=True)
+
+
+def test_fstab_entry_with_a_user_and_a_password_file(installed: None, secured: tuple[OrthancServer, Path],
+                                                      mountpoint: Path, tmp_path: Path) -> None:
+    server, password = secured
+    fstab = tmp_path / "fstab"
+    fstab.write_text(f"{server.url}  {mountpoint}  fuse.orthancfs  noauto,_netdev,username=alice,"
+                     f"password_file={password},cache_dir={tmp_path / 'cache'}  0 0\n")
+    result = subprocess.run(["mount", "-T", str(fstab), str(mountpoint)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert os.listdir(mountpoint / "by-patients") == ["AUTH - Upload^AUTH"]
+    assert "pw-for-mount8" not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    subprocess.run(["umount", str(mountpoint)], check=True)
+
+
 @pytest.mark.parametrize(("url", "options", "message"), [
     ("GOOD", "bogus=1", "unknown mount option -o bogus=1"),
     ("GOOD", "password=hunter2", "would show the secret"),
@@ -185,7 +225,8 @@ def test_systemd_notify_and_journal_friendly_logs(orthanc: LoadedOrthanc, tmp_pa
     try:
         ready = receiver.recv(4096).decode()
         assert os.path.ismount(mnt)
-        assert ready.startswith("READY=1\nSTATUS=Serving ") and "Orthanc 1.10.1" in ready and str(mnt) in ready
+        version = orthanc.client.get_json("/system")["Version"]  # whichever this machine has
+        assert ready.startswith("READY=1\nSTATUS=Serving ") and f"Orthanc {version}" in ready and str(mnt) in ready
         process.send_signal(signal.SIGTERM)
         assert receiver.recv(4096) == b"STOPPING=1"
         _, log = process.communicate(timeout=30)

@@ -86,12 +86,42 @@ def test_config_errors_name_the_file_and_line(tmp_path: Path, text: str, message
 
 
 def test_bad_values_from_each_source_name_their_origin(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match=r"^\$ORTHANCFS_TIMEOUT: timeout"):
+    with pytest.raises(UsageError, match=r"^\$ORTHANCFS_TIMEOUT: not a number of seconds: 'x'$"):
         settings(["/mnt"], {"ORTHANCFS_TIMEOUT": "x"})
-    with pytest.raises(UsageError, match=r"^-o timeout: timeout"):
+    with pytest.raises(UsageError, match=r"^-o timeout: must be more than 0 seconds$"):
         settings(["-o", "timeout=0", "/mnt"])
-    with pytest.raises(UsageError, match=r"^--umask: umask"):
+    with pytest.raises(UsageError, match=r"^--umask: not an octal umask: '999'$"):
         settings(["--umask", "999", "/mnt"])
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--timeout", "abc", "not a number of seconds: 'abc'"),
+    ("--timeout", "1e999", "not a number of seconds: '1e999'"),
+    ("--metadata-ttl", "nan", "not a number of seconds: 'nan'"),
+    ("--uid", "alice", "not a user or group id: 'alice'"),
+    ("--gid", "1.5", "not a user or group id: '1.5'"),
+    ("--umask", "rwx", "not an octal umask: 'rwx'"),
+    ("--cache-size", "1X", "not a size (such as 512M or 2G): '1X'"),
+    ("--cache-size", "1e999G", "not a size (such as 512M or 2G): '1e999G'"),
+    ("--cache-size", "nanM", "not a size (such as 512M or 2G): 'nanM'"),
+    ("--bulk-limit", "many", "not a count: 'many'"),
+    ("--insecure", "perhaps", "not a yes/no value: 'perhaps'"),
+    ("--url", "", "must not be empty"),
+])
+def test_every_parser_says_what_it_expected(flag: str, value: str, message: str) -> None:
+    """Once, naming the flag: not Python's "could not convert string to float", nor the name twice."""
+    argv = ["-o", f"{flag[2:].replace('-', '_')}={value}"] if flag == "--insecure" else [flag, value]
+    with pytest.raises(UsageError) as caught:
+        settings([*argv, "/mnt"])
+    origin = "-o insecure" if flag == "--insecure" else flag
+    assert str(caught.value) == f"{origin}: {message}"
+
+
+def test_username_is_the_user_in_mount_options() -> None:
+    """mount(8) takes `user` for itself (and passes user=LOGIN for user mounts): `username=` as cifs spells it."""
+    assert parse_mount_options("username=alice").values == {"user": ("alice", "-o username")}
+    assert parse_mount_options("user,user=bob").values == {}
+    assert settings(["-o", "username=alice,password_file=/pw", "/mnt"])["user"] == "alice"
 
 
 def test_missing_config_or_profile(tmp_path: Path) -> None:

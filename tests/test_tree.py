@@ -256,3 +256,4 @@ def test_statfs_reports_orthanc_usage(tree: Tree, orthanc: LoadedOrthanc) -> Non
     stats = tree.statfs()
     assert stats.instances == len(orthanc.client.get_json("/instances"))
     assert stats.used_bytes > 20_000_000
+    assert stats.free_bytes > 0 and stats.free_files > 0  # uploads are staged on the local disk

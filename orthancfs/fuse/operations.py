@@ -193,10 +193,12 @@ class OrthancOperations(pyfuse3.Operations):
         stats = await self._model("statfs", self.tree.statfs)
         data = pyfuse3.StatvfsData()
         data.f_bsize = data.f_frsize = BLOCK_SIZE
-        data.f_blocks = math.ceil(stats.used_bytes / BLOCK_SIZE)
+        # The size is what Orthanc holds plus the room for uploads, so that df's Used
+        # (size - free) is Orthanc's own use, never negative; likewise the inodes.
         data.f_bfree = data.f_bavail = stats.free_bytes // BLOCK_SIZE
-        data.f_files = stats.instances
-        data.f_ffree = data.f_favail = 0
+        data.f_blocks = math.ceil(stats.used_bytes / BLOCK_SIZE) + data.f_bfree
+        data.f_ffree = data.f_favail = stats.free_files
+        data.f_files = stats.instances + stats.free_files
         data.f_namemax = MAX_NAME_BYTES
         return data
 

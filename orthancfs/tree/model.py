@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import threading
 import time
@@ -47,11 +48,17 @@ MAX_REMEMBERED_DIRECTORIES = 20_000
 
 @dataclass(frozen=True)
 class FsStats:
-    """Numbers for statfs: Orthanc's disk use and instance count."""
+    """Numbers for statfs: Orthanc's disk use and instance count, and the room left for uploads.
+
+    Uploads are staged on local disk before Orthanc sees them, so the room is the staging
+    disk's: what a file manager checks before it copies into uploads/.  While uploads are
+    refused there is no room at all.
+    """
 
     used_bytes: int
     instances: int
-    free_bytes: int = 0  # room for uploads (staged on local disk first)
+    free_bytes: int = 0
+    free_files: int = 0
 
 
 @dataclass(frozen=True)
@@ -299,6 +306,11 @@ class Tree:
             return  # the kernel saw it a moment ago: gone meanwhile (e.g. with its last instance)
         if node.is_dir != folder:
             raise IsADirectory(name) if node.is_dir else NotADirectory(name)
+        if node.kind is Kind.JSON:
+            # study.json/series.json are Orthanc's account of their folder's resource and go with
+            # it.  File managers (Explorer, rm -r, rclone) delete a folder file by file, then the
+            # folder: refusing the document stopped them midway.  Orthanc's WebDAV does the same.
+            return
         level = ROLE_LEVEL.get(node.role)
         if level is None:
             raise NotPermitted(f"{name} is not an Orthanc resource and cannot be deleted")
@@ -349,10 +361,16 @@ class Tree:
 
     def statfs(self) -> FsStats:
         stats = self.index.statistics()
-        accepting = self.policy.uploads and not self.policy.read_only
+        used, instances = int(stats.get("TotalDiskSize", 0)), int(stats.get("CountInstances", 0))
+        if not self.policy.uploads or self.policy.read_only:
+            return FsStats(used, instances)
         budget = self.uploads.budget
-        free = max(0, budget.free() - budget.reserve) if accepting else 0  # what uploads may still take
-        return FsStats(int(stats.get("TotalDiskSize", 0)), int(stats.get("CountInstances", 0)), free)
+        staging = os.statvfs(self.uploads.files)
+        # A disk that counts no inodes (btrfs) reports 0 of 0: there, each staged file
+        # takes a block at least.
+        files = staging.f_favail if staging.f_files else staging.f_bavail
+        # The room is what uploads may still take: the staging disk's, less what stays free for reads.
+        return FsStats(used, instances, max(0, budget.free() - budget.reserve), files)
 
     def loop_sender(self) -> LoopUploader:
         """`POST /instances` for one trio event loop (the FUSE frontend sends small uploads from

@@ -2,26 +2,47 @@
 
 Orthanc's own WebDAV drops every non-ASCII byte and silently merges names; here
 names keep their Unicode, unsafe characters are replaced (never deleted, so
-`A/B` and `AB` stay different), and duplicates get ` (1)`, ` (2)`... suffixes
-that stick to their resource for the life of the mount.
+`A/B` and `AB` stay different), a leading dot too (it would hide the entry), and
+duplicates get ` (1)`, ` (2)`... suffixes that stick to their resource for the
+life of the mount.  Each replacement depends on nothing but the text, so names
+are stable.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 MAX_NAME_BYTES = 255  # NAME_MAX on Linux, counted in UTF-8 bytes
 REPLACEMENT = "_"
 FIELD_SEPARATOR = " - "
-# Path separators and Unicode category Cc (C0 controls with NUL, DEL, C1 controls).
-_UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f-\x9f]")
+_UNSAFE_ASCII = re.compile(r"[/\\\x00-\x1f\x7f]")  # path separators, NUL and the other C0 controls, DEL
+# Characters that make a name show what it is not: controls (Cc), format characters (Cf: the
+# bidirectional overrides, marks and isolates that display `Evil\u202emcd.exe` as `Evilexe.dcm`,
+# zero-width spaces and joiners, the soft hyphen, BOM...), line and paragraph separators (Zl, Zp),
+# and lone surrogates (Cs), which no file name can encode.
+HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+class _Replacements(dict):
+    """str.translate's table: each code point looked up in unicodedata once, then remembered."""
+
+    def __missing__(self, code: int) -> int | str:
+        unsafe = chr(code) in "/\\" or unicodedata.category(chr(code)) in HIDDEN_CATEGORIES
+        self[code] = found = REPLACEMENT if unsafe else code
+        return found
+
+
+_REPLACEMENTS = _Replacements()
 
 
 def clean_text(text: str) -> str:
-    """Replace path separators, NUL and control characters; trim surrounding spaces."""
-    return _UNSAFE.sub(REPLACEMENT, text).strip()
+    """Replace path separators and characters that hide or disguise a name; trim surrounding spaces."""
+    if text.isascii():  # most tags: one regex pass
+        return _UNSAFE_ASCII.sub(REPLACEMENT, text).strip()
+    return text.translate(_REPLACEMENTS).strip()
 
 
 def join_fields(fields: Iterable[str | None], fallback: str) -> str:
@@ -34,6 +55,8 @@ def join_fields(fields: Iterable[str | None], fallback: str) -> str:
     name = FIELD_SEPARATOR.join(part for part in parts if part)
     if name.strip(".") == "":  # "", "." and ".." are not names a directory may hold
         name = clean_text(fallback) or REPLACEMENT
+    if name.startswith("."):  # ls and file managers would hide it
+        name = REPLACEMENT + name[1:]
     return name
 
 

@@ -7,12 +7,13 @@ the reverse mapping is taken from the parent's listing, never decoded.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-from cachetools import LRUCache
-from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
+from cachetools import LRUCache, TTLCache
+from wsgidav.dav_error import HTTP_FORBIDDEN, HTTP_NOT_FOUND, DAVError
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 
 from ..errors import NotFound, OrthancFSError
@@ -23,6 +24,7 @@ from .names import windows_safe
 from .streams import ContentFile
 
 MAPPINGS_KEPT = 4096
+VANISHED_FOR = 60.0  # seconds a folder emptied by this server's deletes still takes DELETEs
 HREF_SAFE = "!*'(),$-_|."  # what wsgidav's get_href() leaves unquoted besides "/" (Nautilus wants it so)
 CONTENT_TYPES = {Kind.INSTANCE: "application/dicom", Kind.JSON: "application/json", Kind.TEXT: "text/plain"}
 
@@ -39,6 +41,13 @@ class ViewsProvider(DAVProvider):
         # tree hands out a new listing (it memoizes its own on the same terms).
         self._mappings: LRUCache = LRUCache(MAPPINGS_KEPT)
         self._lock = threading.Lock()
+        # Folders above what was deleted through here (path -> when).  Orthanc removes a series, its
+        # study and its patient with their last instance, so a client deleting a folder file by file
+        # (Explorer, cadaver, rclone) finds the rest gone under it: for a while such a folder still
+        # shows, empty, to whoever asks for it by path, and DELETEs in it succeed, so the recursive
+        # delete completes (Orthanc's WebDAV answers 204 to any DELETE at all).  Listings show what
+        # Orthanc has, and anything else below such a folder is 404.
+        self._emptied: TTLCache = TTLCache(MAPPINGS_KEPT, VANISHED_FOR)
 
     def display(self, name: str) -> str:
         return windows_safe(name) if self.windows_names else name
@@ -60,18 +69,49 @@ class ViewsProvider(DAVProvider):
 
     def get_resource_inst(self, path: str, environ: dict) -> Any:
         node, parent, name = self.tree.root, None, ""
-        for part in (p for p in path.strip("/").split("/") if p):
-            try:  # its answers are names that display as they are (bare UIDs)
-                child = self.tree.lookup_without_listing(node, part)
-            except NotFound:
-                return None
-            except OrthancFSError as exc:
-                raise dav_error(exc) from None
-            found = (part, child) if child is not None else self.listing(node, prefetch=False).get(part)
+        parts = [p for p in path.strip("/").split("/") if p]
+        for depth, part in enumerate(parts):
+            found = self._child(node, part)
             if found is None:
-                return None
+                return self._vanished(path, environ, "/".join(parts[: depth + 1]))
             parent, (name, node) = node, found
         return make_resource(path, environ, node, parent, name)
+
+    def _child(self, node: Node, part: str) -> tuple[str, Node] | None:
+        """(tree name, node) of the entry displayed as `part`, None if there is none."""
+        try:  # its answers are names that display as they are (bare UIDs)
+            child = self.tree.lookup_without_listing(node, part)
+        except NotFound:
+            return None
+        except OrthancFSError as exc:
+            raise dav_error(exc) from None
+        return (part, child) if child is not None else self.listing(node, prefetch=False).get(part)
+
+    def deleting(self, path: str) -> None:
+        """`path` is about to be deleted: remember the folders above it (see _emptied)."""
+        if not self.tree.policy.deletes or self.tree.policy.read_only:
+            return
+        parts, now = _parts(path), time.time()
+        with self._lock:
+            for depth in range(2, len(parts)):  # below the view, above the path itself
+                self._emptied["/".join(parts[:depth])] = now
+
+    def deleted(self, path: str) -> None:
+        with self._lock:
+            self._emptied.pop("/".join(_parts(path)), None)
+
+    def _vanished(self, path: str, environ: dict, missing: str) -> Any:
+        """What is found at `path`, whose part `missing` is gone, where folders were emptied through
+        here: such a folder itself, empty; for a DELETE below one, something to delete."""
+        with self._lock:
+            since, below = self._emptied.get("/".join(_parts(path))), missing in self._emptied
+        if since is not None:
+            return EmptiedFolder(path, environ, since)
+        return Vanished(path, environ) if below and environ.get("REQUEST_METHOD") == "DELETE" else None
+
+
+def _parts(path: str) -> list[str]:
+    return [p for p in path.strip("/").split("/") if p]
 
 
 def make_resource(path: str, environ: dict, node: Node, parent: Node | None, name: str) -> Any:
@@ -137,6 +177,7 @@ class _TreeResource:
         require(self.environ, "delete")
         if self.parent is None:
             raise DAVError(HTTP_FORBIDDEN)
+        self.provider.deleting(self.path)  # before: a concurrent DELETE below may find the folder gone at once
         tree: Tree = self.provider.tree
         try:
             (tree.rmdir if self.node.is_dir else tree.unlink)(self.parent, self.tree_name)
@@ -221,3 +262,73 @@ class TreeFile(_TreeResource, DAVNonCollection):
             return content.read(0, 1 << 30)
         finally:
             content.close()
+
+
+class EmptiedFolder(DAVCollection):
+    """A folder Orthanc removed with the last instance deleted below it through here: empty, for
+    the client that emptied it to delete it next (Explorer and cadaver look before they delete)."""
+
+    def __init__(self, path: str, environ: dict, since: float):
+        super().__init__(path, environ)
+        self._since = since
+
+    def get_member_names(self) -> list[str]:
+        return []
+
+    def iter_members(self) -> Iterator[Any]:
+        return iter(())
+
+    def get_display_name(self) -> str:
+        return self.path.rstrip("/").rsplit("/", 1)[-1]
+
+    def get_creation_date(self) -> float:
+        return self._since
+
+    def get_last_modified(self) -> float:
+        return self._since
+
+    def get_etag(self) -> str | None:
+        return None
+
+    def prevent_locking(self) -> bool:
+        return True
+
+    def create_empty_resource(self, name: str) -> Any:
+        raise DAVError(HTTP_FORBIDDEN, "only uploads/ accepts new files")
+
+    def create_collection(self, name: str) -> Any:
+        raise DAVError(HTTP_FORBIDDEN, "only uploads/ accepts new folders")
+
+    def handle_copy(self, dest_path: str, *, depth_infinity: bool) -> bool:
+        raise DAVError(HTTP_FORBIDDEN, "the views are read-only; copy into uploads/ from a client")
+
+    def handle_move(self, dest_path: str) -> bool:
+        raise DAVError(HTTP_FORBIDDEN, "the views are Orthanc's; names cannot be changed")
+
+    def handle_delete(self) -> bool:
+        require(self.environ, "delete")
+        self.provider.deleted(self.path)  # gone for good now
+        return True
+
+
+class Vanished(DAVNonCollection):
+    """Something in a folder that Orthanc removed with the last instance deleted through here."""
+
+    def get_content_length(self) -> int:
+        return 0
+
+    def get_content_type(self) -> str:
+        return "application/octet-stream"
+
+    def get_content(self) -> ContentFile:
+        raise DAVError(HTTP_NOT_FOUND)
+
+    def get_etag(self) -> str | None:
+        return None
+
+    def support_etag(self) -> bool:
+        return False
+
+    def handle_delete(self) -> bool:
+        require(self.environ, "delete")
+        return True  # gone already, which is what DELETE wanted
