@@ -100,3 +100,15 @@ def free_bytes(path: Path) -> int:
 
 def open_descriptors(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def upload_files_held(pid: int, cache: Path) -> list[str]:
+    """What process `pid` holds open of the uploads area in `cache` (staging copies, kept or removed
+    files): nothing, once every upload is settled and closed.  (Spools and sockets are caches.)"""
+    held = []
+    for descriptor in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{descriptor}")
+            if target.startswith(str(cache / "uploads")) and not target.endswith("/lock"):
+                held.append(target)
+    return held

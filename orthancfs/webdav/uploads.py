@@ -223,7 +223,7 @@ class UploadFile(_Resource, DAVNonCollection):
             raise DAVError(HTTP_FORBIDDEN, "Orthanc has this file: it can be read back, not written")
         if self.handle is None:
             self.handle = _model(lambda: self.tree.open(self.node, writable=True, truncate=True))
-        self._body = PutBody(self.handle)
+        self._body = PutBody(self.handle, _declared_length(self.environ))
         return self._body
 
     def end_write(self, *, with_errors: bool) -> None:
@@ -283,8 +283,9 @@ class PutBody:
     so the connection stays usable, and end_write() answers with the failure.
     """
 
-    def __init__(self, handle: Any):
+    def __init__(self, handle: Any, expected: int | None):
         self.handle = handle
+        self.expected = expected  # Content-Length, if the client gave one
         self.offset = 0
         self.failure: OrthancFSError | None = None
         self.incomplete: str | None = None  # why the body could not be read to its end
@@ -294,7 +295,9 @@ class PutBody:
         while True:
             try:
                 chunk = next(iterator)
-            except StopIteration:
+            except StopIteration:  # the end of what came: a client that went away ends a body early too
+                if self.expected is not None and self.offset != self.expected:
+                    self.incomplete = f"{self.offset} of its {self.expected} bytes arrived"
                 return
             except Exception as exc:  # noqa: BLE001 - the client went away, timed out, or sent a bad body
                 self.incomplete = str(exc) or type(exc).__name__
@@ -314,6 +317,11 @@ class PutBody:
 
     def close(self) -> None:
         pass
+
+
+def _declared_length(environ: dict) -> int | None:
+    text = environ.get("CONTENT_LENGTH", "").strip()
+    return int(text) if text.isdigit() else None
 
 
 class Report(_Resource, DAVNonCollection):
