@@ -24,7 +24,7 @@ class Proxy:
     - `drop_answers_to`: a request that starts with these bytes (b"POST /instances") is forwarded
       whole, but Orthanc's answer never reaches the client: once it starts, both sides of the
       connection are dropped (the request was handled, the answer lost); `drops` counts them;
-    - `refuse`: new connections are closed at once (Orthanc unreachable);
+    - `refuse`: connections are closed, new ones at once, open ones at their next piece (Orthanc unreachable);
     - stall() / resume(): nothing goes through, on any connection, new or open (Orthanc frozen).
     """
 
@@ -67,9 +67,15 @@ class Proxy:
             client.close()
             return
         connection = _Connection()
-        threading.Thread(target=_pump, args=(upstream, client, self._flowing.wait, self._answer_limit(connection)),
+        threading.Thread(target=_pump, args=(upstream, client, self._gate, self._answer_limit(connection)),
                          daemon=True).start()
-        _pump(client, upstream, self._flowing.wait, watch=lambda data: self._request_seen(connection, data))
+        _pump(client, upstream, self._gate, watch=lambda data: self._request_seen(connection, data))
+
+    def _gate(self) -> None:
+        """Before each piece: hold it while stalled; drop the connection while refusing."""
+        self._flowing.wait()
+        if self.refuse:
+            raise ConnectionAbortedError("the proxy refuses")
 
     def _request_seen(self, connection: _Connection, data: bytes) -> None:
         """A piece from the client: the start of a request whose answer must be dropped?"""

@@ -59,7 +59,7 @@ class Ledger:
         """With the lock held: have the records written soon (at once once closed)."""
         self.changed_ns = time.time_ns()
         if self._closed:
-            self._save()
+            self._save_quietly()
         elif self._saving is None:
             self._saving = threading.Timer(SAVE_DELAY, self._save_due)
             self._saving.daemon = True
@@ -70,10 +70,7 @@ class Ledger:
             if self._saving is None:
                 return  # close() saved
             self._saving = None
-            try:
-                self._save()
-            except OSError as exc:  # nobody to raise to in this thread; the next change tries again
-                log.warning("cannot write %s: %s", self.path, exc)
+            self._save_quietly()  # nobody to raise to in this thread; the next change tries again
 
     def close(self) -> None:
         """Write what is pending; later changes are written at once."""
@@ -82,7 +79,14 @@ class Ledger:
             due, self._saving = self._saving, None
             if due is not None:
                 due.cancel()
-                self._save()
+                self._save_quietly()
+
+    def _save_quietly(self) -> None:
+        """Save, or say why not: a full disk must not stop an unmount (start-up re-adopts the files)."""
+        try:
+            self._save()
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.path, exc)
 
     def record(self, rel: str, reason: str, entries: list[tuple[str, str]] | None = None,
                incomplete: bool = False) -> None:
