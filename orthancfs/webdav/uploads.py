@@ -39,8 +39,10 @@ class UploadsProvider(DAVProvider):
     def __init__(self, tree: Tree):
         super().__init__()
         self.tree = tree
-        policy = tree.policy
-        self.readonly = policy.read_only or not policy.uploads
+
+    def is_readonly(self) -> bool:
+        """What OPTIONS advertises (the tree refuses the writes themselves)."""
+        return self.tree.policy.read_only or not self.tree.policy.uploads
 
     def get_resource_inst(self, path: str, environ: dict) -> Any:
         rel = path.strip("/")
