@@ -5,14 +5,22 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := orthanc fuse3 libfuse3-dev pkg-config dcmtk curl openssl util-linux procps systemd man-db litmus rclone \
-                attr libglib2.0-bin cadaver python3-venv python3-dev gcc libc6-dev
+                attr libglib2.0-bin cadaver python3-venv python3-dev gcc libc6-dev debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
+
+# The suite runs against this machine's Orthanc and against the other Debian release's (Debian 12
+# ships 1.10.1, Debian 13 1.12.7), from a minimal root made once per machine outside the work tree
+# and run with chroot.  ORTHANC_MATRIX=host runs the first only.
+DEBIAN_MIRROR ?= http://deb.debian.org/debian
+OTHER_SUITE := $(shell . /etc/os-release 2>/dev/null; [ "$$VERSION_CODENAME" = trixie ] && echo bookworm || echo trixie)
+OTHER_ROOT ?= /var/cache/orthancfs/$(OTHER_SUITE)-orthanc
+ORTHANC_MATRIX ?= host other
 
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: all system-deps venv test lint demo bench install clean
+.PHONY: all system-deps venv test lint demo bench soak install clean other-orthanc
 
 all: test
 
@@ -35,9 +43,18 @@ venv: system-deps $(BIN)/orthancfs
 lint: venv
 	$(BIN)/ruff check orthancfs tests
 
-test: venv
+test: venv $(if $(filter other,$(ORTHANC_MATRIX)),other-orthanc)
 	$(BIN)/ruff check orthancfs tests
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(if $(filter host,$(ORTHANC_MATRIX)),$(BIN)/python -m pytest $(PYTEST_ARGS))
+	$(if $(filter other,$(ORTHANC_MATRIX)),ORTHANC_ROOT=$(OTHER_ROOT) $(BIN)/python -m pytest $(PYTEST_ARGS))
+
+other-orthanc: $(OTHER_ROOT)/usr/sbin/Orthanc
+
+$(OTHER_ROOT)/usr/sbin/Orthanc: | system-deps
+	rm -rf $(OTHER_ROOT).tmp
+	mkdir -p $(dir $(OTHER_ROOT))
+	$(SUDO) debootstrap --variant=minbase --include=orthanc $(OTHER_SUITE) $(OTHER_ROOT).tmp $(DEBIAN_MIRROR)
+	mv $(OTHER_ROOT).tmp $(OTHER_ROOT)
 
 demo: venv
 	$(BIN)/orthancfs demo pacs
@@ -46,6 +63,10 @@ demo: venv
 bench: venv
 	@dpkg -s rclone >/dev/null 2>&1 || (DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q rclone)
 	$(BIN)/python bench/run.py --output bench/RESULTS.md $(BENCH_ARGS)
+
+# Writers and readers on one mount for minutes: every file accounted for, descriptors and memory flat.
+soak: venv
+	$(BIN)/python bench/soak.py --output bench/RESULTS.md $(SOAK_ARGS)
 
 # System-wide install: the command (its own venv under $(PREFIX)/lib/orthancfs),
 # mount.fuse3's view of it, man pages, the systemd template.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from orthancfs.demo.samples import make_dicom
-from orthancfs.demo.server import OrthancServer
+from orthancfs.demo.server import ORTHANC_BINARY, OrthancServer
 from orthancfs.orthanc import OrthancClient
 
 from . import dataset
@@ -28,6 +30,16 @@ class LoadedOrthanc:
     @property
     def url(self) -> str:
         return self.server.url
+
+
+def pytest_report_header() -> str:
+    root = os.environ.get("ORTHANC_ROOT")
+    command = ["chroot", root, "/usr/sbin/Orthanc", "--version"] if root else [ORTHANC_BINARY, "--version"]
+    try:
+        version = subprocess.run(command, capture_output=True, text=True, timeout=30).stdout.split("\n")[0]
+    except OSError as exc:
+        version = f"cannot run it: {exc}"
+    return f"Orthanc under test: {version}{f' (in {root}, with chroot)' if root else ''}"
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,9 @@ from ..orthanc import ClientSettings, OrthancClient
 log = logging.getLogger(__name__)
 
 ORTHANC_BINARY = os.environ.get("ORTHANC_BINARY", "/usr/sbin/Orthanc")
+# A Debian root with another release's Orthanc in it (debootstrap --include=orthanc), run with chroot:
+# the test suite runs against Debian 12's 1.10 and Debian 13's 1.12 on one machine.
+ORTHANC_ROOT = os.environ.get("ORTHANC_ROOT")
 START_TIMEOUT = 60.0
 
 
@@ -39,8 +44,10 @@ class OrthancServer:
     """A throw-away Orthanc process in `workdir` (storage, config and log live there)."""
 
     def __init__(self, workdir: Path, users: dict[str, str] | None = None, config: dict[str, Any] | None = None,
-                 ca_file: str | None = None):
-        self.workdir = Path(workdir)
+                 ca_file: str | None = None, root: str | None = ORTHANC_ROOT):
+        self.root = root
+        # In a root, Orthanc's files must be inside it: a folder of its /tmp stands for `workdir`.
+        self.workdir = Path(workdir) if root is None else Path(tempfile.mkdtemp(dir=_root_tmp(root)))
         self.ca_file = ca_file  # with "SslEnabled" in `config`: what our own client trusts
         self.users = users or {}
         self.port = free_port()
@@ -56,8 +63,12 @@ class OrthancServer:
     def log_path(self) -> Path:
         return self.workdir / "orthanc.log"
 
+    def inner(self, path: Path) -> str:
+        """`path` (inside the workdir) as Orthanc sees it."""
+        return str(path) if self.root is None else "/" + os.path.relpath(path, self.root)
+
     def config(self) -> dict[str, Any]:
-        storage = str(self.workdir / "storage")
+        storage = self.inner(self.workdir / "storage")
         return {
             "Name": "orthancfs-private", "StorageDirectory": storage, "IndexDirectory": storage,
             "HttpPort": self.port, "RemoteAccessAllowed": False, "DicomServerEnabled": False,
@@ -67,14 +78,18 @@ class OrthancServer:
         }
 
     def start(self) -> None:
-        if not os.path.exists(ORTHANC_BINARY):
+        if self.root is not None and not os.path.exists(os.path.join(self.root, "usr/sbin/Orthanc")):
+            raise StartupError(f"no Orthanc in {self.root} (debootstrap --include=orthanc, see the Makefile)")
+        if self.root is None and not os.path.exists(ORTHANC_BINARY):
             raise StartupError(f"Orthanc is not installed ({ORTHANC_BINARY} is missing; apt-get install orthanc)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         config_path = self.workdir / "orthanc.json"
         config_path.write_text(json.dumps(self.config(), indent=2))
+        command = [ORTHANC_BINARY, str(config_path)] if self.root is None else \
+            ["chroot", self.root, "/usr/sbin/Orthanc", self.inner(config_path)]
         with open(self.log_path, "ab") as log_file:
-            self.process = subprocess.Popen([ORTHANC_BINARY, str(config_path)], stdout=log_file,
-                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.workdir)
+            self.process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, cwd=self.workdir)
         self._wait_ready()
 
     def _wait_ready(self) -> None:
@@ -119,6 +134,14 @@ class OrthancServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+        if self.root is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _root_tmp(root: str) -> str:
+    folder = os.path.join(root, "tmp", "orthancfs")
+    os.makedirs(folder, exist_ok=True)
+    return folder
 
 
 class _ClosingClient(OrthancClient):
