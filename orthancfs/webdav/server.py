@@ -41,13 +41,20 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, number
 
 
-def check_access_settings(host: str, users_file: str | None, allow_anonymous: bool, cert: str | None,
-                          key: str | None) -> dict:
+def check_access_settings(host: str, users_file: str | None, allow_anonymous: bool, allow_insecure_http: bool,
+                          allow_delete: bool, cert: str | None, key: str | None) -> dict:
+    """The users, or a UsageError for a set-up that would let in someone who does not belong."""
     users = load_users(users_file) if users_file else {}
-    if not users and not is_loopback(host) and not allow_anonymous:
+    loopback = is_loopback(host)
+    if not users and not loopback and not allow_anonymous:
         raise UsageError(f"refusing anonymous access on {host}: give --users-file (or --allow-anonymous)")
+    if not users and not loopback and allow_delete:
+        raise UsageError(f"refusing anonymous deletes on {host}: deleting needs a --users-file with the delete role")
     if bool(cert) != bool(key):
         raise UsageError("--cert and --key go together")
+    if not cert and not loopback and not allow_insecure_http:
+        raise UsageError(f"refusing plain http on {host}: passwords and studies would cross the network in clear "
+                         "text; give --cert and --key (or --allow-insecure-http)")
     for path in filter(None, (cert, key)):
         if not os.access(path, os.R_OK):
             raise UsageError(f"cannot read {path}")
@@ -96,9 +103,11 @@ def refuse_infinite_propfind(app: Any) -> Any:
 
 
 def serve_webdav(settings: dict[str, Any], listen: str, users_file: str | None, cert: str | None,
-                 key: str | None, windows_names: bool, allow_anonymous: bool) -> None:
+                 key: str | None, windows_names: bool, allow_anonymous: bool,
+                 allow_insecure_http: bool = False) -> None:
     host, port = parse_listen(listen)
-    users = check_access_settings(host, users_file, allow_anonymous, cert, key)
+    deletes = bool(settings.get("allow_delete")) and not settings.get("read_only")
+    users = check_access_settings(host, users_file, allow_anonymous, allow_insecure_http, deletes, cert, key)
     connection = client_settings(settings, dict(os.environ))
     with ExitStack() as stack:
         tree, version = open_tree(settings, connection, stack)
