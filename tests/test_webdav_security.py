@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import http.client
+import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +18,12 @@ import pytest
 from orthancfs.demo.server import OrthancServer, free_port
 
 from . import uploads_data as data
+from .test_webdav import WebDAV, propfind
 
 PASSWORDS = {"viewer": "v-pass", "importer": "i-pass", "importer2": "j-pass", "admin": "a-pass"}
 ROLES = {"viewer": "read", "importer": "upload", "importer2": "upload", "admin": "delete"}
+LOCK_BODY = (b'<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
+             b'</D:lockscope><D:locktype><D:write/></D:locktype><D:owner>me</D:owner></D:lockinfo>')
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +44,36 @@ def write_users(tmp_path: Path, cost: int = 4, **costs: int) -> Path:
     path.write_text("# issue 16\n" + "\n".join(lines) + "\n")
     path.chmod(0o600)
     return path
+
+
+@pytest.fixture
+def secured(orthanc: OrthancServer, tmp_path: Path) -> Iterator[WebDAV]:
+    dav = WebDAV(orthanc.url, tmp_path, "--users-file", str(write_users(tmp_path)), "--allow-delete")
+    yield dav
+    assert dav.stop() == 0
+    assert "Traceback" not in dav.log.read_text()
+
+
+def call(dav: WebDAV, method: str, path: str, user: str | None = None, source: str = "127.0.0.1",
+         headers: dict | None = None, body: bytes | None = None) -> tuple[int, dict, bytes, float]:
+    """One request on its own connection, from `source` (a loopback address): status, headers, body, seconds."""
+    headers = dict(headers or {})
+    if user:
+        credentials = base64.b64encode(f"{user}:{PASSWORDS.get(user, 'nope')}".encode()).decode()
+        headers["Authorization"] = f"Basic {credentials}"
+    connection = http.client.HTTPConnection("127.0.0.1", dav.port, timeout=30, source_address=(source, 0))
+    try:
+        started = time.perf_counter()
+        connection.request(method, path, body=body, headers=headers)
+        answer = connection.getresponse()
+        content = answer.read()
+        return answer.status, {k.lower(): v for k, v in answer.getheaders()}, content, time.perf_counter() - started
+    finally:
+        connection.close()
+
+
+def status(dav: WebDAV, method: str, path: str, user: str | None = None, **kwargs: object) -> int:
+    return call(dav, method, path, user, **kwargs)[0]  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("users", "args", "message"), [
@@ -62,3 +99,47 @@ def test_start_is_refused_where_it_would_fail_open(orthanc: OrthancServer, tmp_p
     result = subprocess.run([*command, *(a.format(port=free_port()) for a in args)], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1, result
+
+
+def test_roles_govern_every_method(secured: WebDAV, orthanc: OrthancServer) -> None:
+    for method in ("GET", "HEAD", "OPTIONS"):
+        assert status(secured, method, "/uploads/", "viewer") == 200
+    assert status(secured, "PROPFIND", "/uploads/", "viewer", headers={"Depth": "1"}) == 207
+    for method, extra in (("PUT", {}), ("MKCOL", {}), ("LOCK", {}), ("PROPPATCH", {}), ("DELETE", {}),
+                          ("COPY", {"Destination": "/uploads/b.txt"}), ("MOVE", {"Destination": "/uploads/b.txt"})):
+        assert status(secured, method, "/uploads/a.txt", "viewer", headers=extra, body=b"") == 403, method
+    assert status(secured, "PUT", "/uploads/a.txt", "importer", body=b"hello") == 201
+    assert status(secured, "MKCOL", "/uploads/folder/", "importer") == 201
+    copy = {"Destination": "/uploads/folder/a.txt"}
+    assert status(secured, "COPY", "/uploads/a.txt", "importer", headers=copy) == 201
+    assert status(secured, "MOVE", "/uploads/a.txt", "importer", headers={"Destination": "/uploads/b.txt"}) == 201
+    update = (b'<D:propertyupdate xmlns:D="DAV:"><D:set><D:prop><x xmlns="urn:x">1</x></D:prop></D:set>'
+              b'</D:propertyupdate>')
+    assert status(secured, "PROPPATCH", "/uploads/b.txt", "importer", body=update) == 207
+    assert status(secured, "DELETE", "/uploads/b.txt", "importer") == 204
+    assert status(secured, "DELETE", "/uploads/", "admin") == 403  # the drop folder stays
+    assert status(secured, "MOVE", "/uploads/folder/", "importer", headers={"Destination": "/uploads/"}) == 403
+    [patient] = [h for h in re.findall(r"<D:href>([^<]+)</D:href>", propfind(
+        secured.url + "/by-patients/", auth=("viewer", "v-pass")).text) if "SEC" in h]
+    assert status(secured, "DELETE", patient, "importer") == 403
+    assert status(secured, "POST", "/uploads/", "admin") == 405
+    with orthanc.client() as client:
+        assert len(client.get_json("/patients")) == 1  # nothing was deleted
+
+
+def test_a_lock_ends_within_the_hour_and_the_delete_role_can_remove_it(secured: WebDAV) -> None:
+    infinite = {"Depth": "infinity", "Timeout": "Infinite, Second-4100000000"}
+    assert status(secured, "LOCK", "/uploads/", "viewer", headers=infinite, body=LOCK_BODY) == 403
+    assert status(secured, "LOCK", "/uploads/", "importer", headers=infinite, body=LOCK_BODY) == 403
+    assert status(secured, "MKCOL", "/uploads/shared/", "importer") == 201
+    code, headers, body, _ = call(secured, "LOCK", "/uploads/shared/", "importer", headers=infinite, body=LOCK_BODY)
+    assert code == 200
+    assert int(re.search(rb"Second-(\d+)", body)[1]) <= 3600
+    token = headers["lock-token"]
+    assert token.strip("<>").encode() in propfind(secured.url + "/uploads/shared/", depth="0",
+                                                  auth=("viewer", "v-pass")).content  # anyone can see it...
+    assert status(secured, "PUT", "/uploads/shared/x.txt", "importer2", body=b"x") == 423
+    assert status(secured, "UNLOCK", "/uploads/shared/", "importer2", headers={"Lock-Token": token}) == 403
+    assert status(secured, "UNLOCK", "/uploads/shared/", "viewer", headers={"Lock-Token": token}) == 403
+    assert status(secured, "UNLOCK", "/uploads/shared/", "admin", headers={"Lock-Token": token}) == 204
+    assert status(secured, "PUT", "/uploads/shared/x.txt", "importer2", body=b"x") == 201

@@ -14,15 +14,21 @@ def users_of(environ: dict) -> dict[str, User]:
     return environ["wsgidav.config"]["orthancfs"]["users"]
 
 
-def role_of(environ: dict) -> str:
-    users = users_of(environ)
+def role_of_user(users: dict[str, User], name: str) -> str:
+    """The role of `name`; without a users file everyone is anonymous and the server's switches decide
+    (anonymous access is loopback-only unless the operator asks for it, and then never with deletes)."""
     if not users:
-        return ROLES[-1]  # an anonymous export (loopback, or --allow-anonymous): the switches decide
-    user = users.get(environ.get("wsgidav.auth.user_name") or "")
+        return ROLES[-1]
+    user = users.get(name)
     return user.role if user else ROLES[0]
 
 
+def role_of(environ: dict) -> str:
+    return role_of_user(users_of(environ), environ.get("wsgidav.auth.user_name") or "")
+
+
 def require(environ: dict, role: str) -> None:
+    """Kept for providers that still check for themselves; policy.RoleGate checks every request first."""
     have = role_of(environ)
     if ROLES.index(have) < ROLES.index(role):
         raise DAVError(HTTP_FORBIDDEN, f"this needs the {role!r} role; {environ.get('wsgidav.auth.user_name')!r} "

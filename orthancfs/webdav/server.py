@@ -11,7 +11,9 @@ from typing import Any
 
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
-from wsgidav.default_conf import DEFAULT_CONFIG
+from wsgidav.dir_browser import WsgiDavDirBrowser
+from wsgidav.error_printer import ErrorPrinter
+from wsgidav.http_authenticator import HTTPAuthenticator
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
@@ -20,7 +22,9 @@ from ..mount import client_settings, open_tree
 from ..orthanc import is_loopback
 from ..service import notify
 from ..tree import Tree
-from .access import UsersDomainController
+from . import locks
+from .access import UsersDomainController, role_of_user
+from .policy import RoleGate
 from .propfind import ViewsPropfind
 from .uploads import UploadsProvider
 from .users import load_users
@@ -70,9 +74,11 @@ def wsgidav_config(tree: Tree, users: dict, windows_names: bool, debug: bool) ->
         # GET streams in blocks of this size: wsgidav's 8 KiB made a 64 MiB file take 8,192 trips through
         # the WSGI server (0.13 s warm instead of 0.03 s).  At most one block per request is in memory.
         "block_size": 1 << 20,
-        # Ours answers PROPFIND of the views after authentication, just before wsgidav would.
-        "middleware_stack": _before(RequestResolver, ViewsPropfind, DEFAULT_CONFIG["middleware_stack"]),
-        "lock_storage": True,  # in memory: what Windows and macOS need to write into uploads/
+        # Every request is authenticated, then judged by its role; our PROPFIND of the views answers
+        # just before wsgidav would.
+        "middleware_stack": [ErrorPrinter, HTTPAuthenticator, RoleGate, WsgiDavDirBrowser, ViewsPropfind,
+                             RequestResolver],
+        "lock_storage": False,  # ours instead (locks.py), in memory: what Windows and macOS need to write
         "property_manager": True,
         "dir_browser": {"enable": True},
         "verbose": 3 if debug else 1,
@@ -81,25 +87,10 @@ def wsgidav_config(tree: Tree, users: dict, windows_names: bool, debug: bool) ->
     }
 
 
-def _before(anchor: type, middleware: type, stack: list) -> list:
-    at = stack.index(anchor)
-    return [*stack[:at], middleware, *stack[at:]]
-
-
-FINITE_DEPTH_BODY = (b'<?xml version="1.0" encoding="utf-8"?>\n'
-                     b'<D:error xmlns:D="DAV:"><D:propfind-finite-depth/></D:error>\n')
-
-
-def refuse_infinite_propfind(app: Any) -> Any:
-    """PROPFIND with Depth: infinity walks the whole PACS: refused with 403, as RFC 4918 allows."""
-    def middleware(environ: dict, start_response: Any) -> Any:
-        depth = environ.get("HTTP_DEPTH", "infinity").strip().lower()  # no header means infinity
-        if environ.get("REQUEST_METHOD") == "PROPFIND" and depth == "infinity":
-            start_response("403 Forbidden", [("Content-Type", "application/xml; charset=utf-8"),
-                                             ("Content-Length", str(len(FINITE_DEPTH_BODY)))])
-            return [FINITE_DEPTH_BODY]
-        return app(environ, start_response)
-    return middleware
+def webdav_app(tree: Tree, users: dict, windows_names: bool, debug: bool) -> Any:
+    dav = WsgiDAVApp(wsgidav_config(tree, users, windows_names, debug))
+    locks.install(dav, locks.BoundedLockManager(lambda name: role_of_user(users, name) == "delete"))
+    return dav
 
 
 def serve_webdav(settings: dict[str, Any], listen: str, users_file: str | None, cert: str | None,
@@ -112,7 +103,7 @@ def serve_webdav(settings: dict[str, Any], listen: str, users_file: str | None, 
     with ExitStack() as stack:
         tree, version = open_tree(settings, connection, stack)
         client = tree.client
-        app = refuse_infinite_propfind(WsgiDAVApp(wsgidav_config(tree, users, windows_names, settings["debug"])))
+        app = webdav_app(tree, users, windows_names, settings["debug"])
         server = wsgi.Server((host, port), app, numthreads=16, server_name="orthancfs")
         if cert:
             server.ssl_adapter = BuiltinSSLAdapter(cert, key)
