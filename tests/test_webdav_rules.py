@@ -9,7 +9,7 @@ import pytest
 from wsgidav.dav_error import DAVError
 
 from orthancfs.errors import UsageError
-from orthancfs.webdav import locks, policy
+from orthancfs.webdav import bodies, locks, policy
 from orthancfs.webdav.users import load_users
 
 HASH = bcrypt.hashpw(b"secret", bcrypt.gensalt(4)).decode()
@@ -82,6 +82,22 @@ def test_what_no_role_may_do(method: str, path: str, destination: str | None, st
     with pytest.raises(DAVError) as refused:
         policy.needed_role(method, path, destination)
     assert refused.value.value == status
+
+
+@pytest.mark.parametrize(("body", "status"), [
+    (b'<!DOCTYPE x [<!ENTITY a "aaaa">]><D:propfind xmlns:D="DAV:">&a;</D:propfind>', 400),
+    (b'<!DOCTYPE x SYSTEM "http://example.invalid/x.dtd"><D:propfind xmlns:D="DAV:"/>', 400),
+    (b'<D:propfind xmlns:D="DAV:"><D:prop>' + b"<a>" * 40 + b"</a>" * 40 + b"</D:prop></D:propfind>", 400),
+    (b"<not xml", 400),
+])
+def test_xml_bodies_must_be_plain_and_shallow(body: bytes, status: int) -> None:
+    with pytest.raises(DAVError) as refused:
+        bodies.parse_xml(body)
+    assert refused.value.value == status
+
+
+def test_a_plain_xml_body_parses() -> None:
+    assert bodies.parse_xml(b'<D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>').tag == "{DAV:}propfind"
 
 
 def test_locks_last_an_hour_at_most_and_delete_may_break_them() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import hashlib
 import http.client
 import re
@@ -24,6 +25,9 @@ PASSWORDS = {"viewer": "v-pass", "importer": "i-pass", "importer2": "j-pass", "a
 ROLES = {"viewer": "read", "importer": "upload", "importer2": "upload", "admin": "delete"}
 LOCK_BODY = (b'<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
              b'</D:lockscope><D:locktype><D:write/></D:locktype><D:owner>me</D:owner></D:lockinfo>')
+BOMB = (b'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY a0 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa">'
+        + b"".join(b'<!ENTITY a%d "%s">' % (level, b"&a%d;" % (level - 1) * 10) for level in range(1, 7))
+        + b']><D:propfind xmlns:D="DAV:"><D:prop><D:displayname>&a6;</D:displayname></D:prop></D:propfind>')
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +78,11 @@ def call(dav: WebDAV, method: str, path: str, user: str | None = None, source: s
 
 def status(dav: WebDAV, method: str, path: str, user: str | None = None, **kwargs: object) -> int:
     return call(dav, method, path, user, **kwargs)[0]  # type: ignore[arg-type]
+
+
+def rss_mb(pid: int) -> float:
+    [line] = [line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmRSS")]
+    return int(line.split()[1]) / 1024
 
 
 @pytest.mark.parametrize(("users", "args", "message"), [
@@ -143,3 +152,22 @@ def test_a_lock_ends_within_the_hour_and_the_delete_role_can_remove_it(secured: 
     assert status(secured, "UNLOCK", "/uploads/shared/", "viewer", headers={"Lock-Token": token}) == 403
     assert status(secured, "UNLOCK", "/uploads/shared/", "admin", headers={"Lock-Token": token}) == 204
     assert status(secured, "PUT", "/uploads/shared/x.txt", "importer2", body=b"x") == 201
+
+
+def test_xml_bodies_are_parsed_safely_and_bounded(secured: WebDAV) -> None:
+    assert len(BOMB) < 1000
+    depth0 = {"Depth": "0"}
+    assert status(secured, "PROPFIND", "/by-patients/", "viewer", headers=depth0, body=BOMB) == 400
+    assert status(secured, "PROPFIND", "/uploads/", "viewer", headers=depth0, body=BOMB) == 400
+    big = b'<D:propfind xmlns:D="DAV:"><D:prop>' + b"<D:displayname/>" * 5000 + b"</D:prop></D:propfind>"
+    assert status(secured, "PROPFIND", "/by-patients/", "viewer", headers=depth0, body=big) == 413
+    assert status(secured, "LOCK", "/uploads/l.txt", "importer", body=LOCK_BODY + b" " * 70_000) == 413
+    assert status(secured, "PROPPATCH", "/uploads/", "importer", body=b" " * (1 << 20) + b"x") == 413
+    before = rss_mb(secured.process.pid)
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        bombs = [pool.submit(status, secured, "PROPFIND", "/by-patients/", "viewer", headers=depth0, body=BOMB)
+                 for _ in range(64)]
+        code, _, _, _ = call(secured, "PROPFIND", "/by-patients/", "viewer", source="127.0.0.2", headers={"Depth": "1"})
+        assert {bomb.result() for bomb in bombs} == {400}
+    assert code == 207
+    assert rss_mb(secured.process.pid) - before < 16

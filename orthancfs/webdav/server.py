@@ -24,6 +24,7 @@ from ..service import notify
 from ..tree import Tree
 from . import locks
 from .access import UsersDomainController, role_of_user
+from .bodies import BoundedBodies
 from .policy import RoleGate
 from .propfind import ViewsPropfind
 from .uploads import UploadsProvider
@@ -74,10 +75,10 @@ def wsgidav_config(tree: Tree, users: dict, windows_names: bool, debug: bool) ->
         # GET streams in blocks of this size: wsgidav's 8 KiB made a 64 MiB file take 8,192 trips through
         # the WSGI server (0.13 s warm instead of 0.03 s).  At most one block per request is in memory.
         "block_size": 1 << 20,
-        # Every request is authenticated, then judged by its role; our PROPFIND of the views answers
-        # just before wsgidav would.
-        "middleware_stack": [ErrorPrinter, HTTPAuthenticator, RoleGate, WsgiDavDirBrowser, ViewsPropfind,
-                             RequestResolver],
+        # Every request is authenticated, then judged by its role, before any body is read; our PROPFIND
+        # of the views answers just before wsgidav would.
+        "middleware_stack": [ErrorPrinter, HTTPAuthenticator, RoleGate, BoundedBodies, WsgiDavDirBrowser,
+                             ViewsPropfind, RequestResolver],
         "lock_storage": False,  # ours instead (locks.py), in memory: what Windows and macOS need to write
         "property_manager": True,
         "dir_browser": {"enable": True},
