@@ -9,7 +9,9 @@ import pytest
 from wsgidav.dav_error import DAVError
 
 from orthancfs.errors import UsageError
-from orthancfs.webdav import bodies, locks, policy
+from orthancfs.webdav import bodies, locks, policy, throttle
+from orthancfs.webdav.auth import basic_credentials
+from orthancfs.webdav.logins import Logins, Throttled
 from orthancfs.webdav.users import load_users
 
 HASH = bcrypt.hashpw(b"secret", bcrypt.gensalt(4)).decode()
@@ -43,6 +45,7 @@ def test_a_users_file_that_lets_nobody_in_properly_is_refused(tmp_path: Path, te
 def test_a_good_users_file(tmp_path: Path) -> None:
     users = load_users(write_users(tmp_path, f"# team\nalice:{HASH}\nbob:{HASH.replace('$2b$', '$2y$')}:delete\n"))
     assert {name: user.role for name, user in users.items()} == {"alice": "read", "bob": "delete"}
+    assert users["bob"].cost == 4
 
 
 @pytest.mark.parametrize(("method", "path", "destination", "role"), [
@@ -82,6 +85,64 @@ def test_what_no_role_may_do(method: str, path: str, destination: str | None, st
     with pytest.raises(DAVError) as refused:
         policy.needed_role(method, path, destination)
     assert refused.value.value == status
+
+
+def test_the_wait_grows_then_locks_out_then_is_forgotten() -> None:
+    now = [1000.0]
+    gate = throttle.Throttle(lambda: now[0])
+    waits = [gate.failed(["a"]) for _ in range(11)]
+    assert waits == [0, 0, 0, 1, 2, 4, 8, 16, 32, throttle.LOCKOUT_SECONDS, throttle.LOCKOUT_SECONDS]
+    assert gate.wait(["b", "a"]) == throttle.LOCKOUT_SECONDS and gate.wait(["b"]) == 0
+    now[0] += throttle.LOCKOUT_SECONDS + 1
+    assert gate.wait(["a"]) == 0 and gate.failed(["a"]) == 0  # forgotten: a fresh start
+    gate.succeeded("a")
+    assert gate.wait(["a"]) == 0
+
+
+@pytest.mark.allow_warnings
+def test_logins_are_throttled_cached_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    logins = Logins(load_users(write_users(tmp_path, f"alice:{HASH}:upload\n")), clock=lambda: now[0])
+    assert logins.check_basic("alice", b"secret", "10.0.0.1")
+    for _ in range(throttle.FREE_FAILURES):
+        assert not logins.check_basic("alice", b"guess", "10.0.0.2")
+    assert not logins.check_basic("mallory", b"guess", "10.0.0.2")
+    with pytest.raises(Throttled) as throttled:
+        logins.check_basic("mallory", b"secret", "10.0.0.2")  # not even checked while it must wait
+    assert throttled.value.seconds == 1
+    assert logins.check_basic("alice", b"secret", "10.0.0.2")  # verified before the failures: passes
+    now[0] += throttle.FIRST_WAIT
+    assert logins.check_basic("alice", b"x" * 100 + b"secret", "10.0.0.2") is False  # longer than bcrypt reads
+    messages = [r.getMessage() for r in caplog.records if r.name == "orthancfs.webdav.logins"]
+    assert "login failed: user 'alice' from 10.0.0.2 (wrong password)" in messages
+    assert "login failed: user 'mallory' from 10.0.0.2 (unknown user)" in messages
+    assert not any("guess" in message or "secret" in message for message in messages)
+
+
+@pytest.mark.allow_warnings
+def test_an_ipv6_host_is_throttled_as_one_address(tmp_path: Path) -> None:
+    logins = Logins(load_users(write_users(tmp_path, f"alice:{HASH}\n")))
+    for host in range(throttle.FREE_FAILURES + 1):
+        logins.failed(None, f"2001:db8::{host + 1}", "test")
+    with pytest.raises(Throttled):
+        logins.refuse_if_throttled("alice", "2001:db8::ffff")
+    logins.refuse_if_throttled("alice", "2001:db8:0:1::1")  # another /64
+
+
+
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    ("Basic YWxpY2U6czNjcjN0", ("alice", b"s3cr3t")),
+    ("basic YWxpY2U6YTpi", ("alice", b"a:b")),
+    ("Basic YWxpY2U=", None),  # no colon: wsgidav answered 500
+    ("Basic %%%", None),
+    ("Basic OnBhc3M=", None),  # no name
+    ("Basic /w==", None),  # not UTF-8
+    ("Bearer abc", None),
+])
+def test_basic_credentials_are_read_strictly(header: str, expected: tuple | None) -> None:
+    assert basic_credentials(header) == expected
 
 
 @pytest.mark.parametrize(("body", "status"), [

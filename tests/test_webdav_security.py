@@ -7,6 +7,7 @@ import concurrent.futures
 import hashlib
 import http.client
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import bcrypt
 import pytest
+import requests
 
 from orthancfs.demo.server import OrthancServer, free_port
 
@@ -68,7 +70,7 @@ def call(dav: WebDAV, method: str, path: str, user: str | None = None, source: s
     connection = http.client.HTTPConnection("127.0.0.1", dav.port, timeout=30, source_address=(source, 0))
     try:
         started = time.perf_counter()
-        connection.request(method, path, body=body, headers=headers)
+        connection.request(method, path, body=body, headers=headers, encode_chunked="Transfer-Encoding" in headers)
         answer = connection.getresponse()
         content = answer.read()
         return answer.status, {k.lower(): v for k, v in answer.getheaders()}, content, time.perf_counter() - started
@@ -159,10 +161,12 @@ def test_xml_bodies_are_parsed_safely_and_bounded(secured: WebDAV) -> None:
     depth0 = {"Depth": "0"}
     assert status(secured, "PROPFIND", "/by-patients/", "viewer", headers=depth0, body=BOMB) == 400
     assert status(secured, "PROPFIND", "/uploads/", "viewer", headers=depth0, body=BOMB) == 400
-    big = b'<D:propfind xmlns:D="DAV:"><D:prop>' + b"<D:displayname/>" * 5000 + b"</D:prop></D:propfind>"
-    assert status(secured, "PROPFIND", "/by-patients/", "viewer", headers=depth0, body=big) == 413
-    assert status(secured, "LOCK", "/uploads/l.txt", "importer", body=LOCK_BODY + b" " * 70_000) == 413
-    assert status(secured, "PROPPATCH", "/uploads/", "importer", body=b" " * (1 << 20) + b"x") == 413
+    def declared(length: int) -> dict:  # refused on what it says, before it is sent
+        return {**depth0, "Content-Length": str(length)}
+
+    assert status(secured, "PROPFIND", "/by-patients/", "viewer", headers=declared(65537)) == 413
+    assert status(secured, "LOCK", "/uploads/l.txt", "importer", headers=declared(65537)) == 413
+    assert status(secured, "PROPPATCH", "/uploads/", "importer", headers=declared((1 << 20) + 1)) == 413
     before = rss_mb(secured.process.pid)
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         bombs = [pool.submit(status, secured, "PROPFIND", "/by-patients/", "viewer", headers=depth0, body=BOMB)
@@ -171,3 +175,53 @@ def test_xml_bodies_are_parsed_safely_and_bounded(secured: WebDAV) -> None:
         assert {bomb.result() for bomb in bombs} == {400}
     assert code == 207
     assert rss_mb(secured.process.pid) - before < 16
+
+
+@pytest.fixture
+def guarded(orthanc: OrthancServer, tmp_path: Path) -> Iterator[WebDAV]:
+    dav = WebDAV(orthanc.url, tmp_path, "--users-file", str(write_users(tmp_path, cost=12)))
+    yield dav
+    assert dav.stop() == 0
+
+
+def test_bcrypt_is_paid_once_per_credential(guarded: WebDAV) -> None:
+    session = requests.Session()
+    session.auth = ("viewer", "v-pass")
+    times = []
+    for _ in range(6):
+        started = time.perf_counter()
+        assert session.request("PROPFIND", guarded.url + "/", headers={"Depth": "0"}).status_code == 207
+        times.append(time.perf_counter() - started)
+    assert times[0] > 0.1 and statistics.median(times[1:]) < 0.05, times
+
+
+def test_guessing_is_slowed_refused_at_once_and_logged(guarded: WebDAV) -> None:
+    # Known and unknown names cost the same (each from its own address: the first failures are free).
+    known = [call(guarded, "GET", "/", source=f"127.0.1.{i}", headers=_wrong("viewer"))[3] for i in (1, 2)]
+    unknown = [call(guarded, "GET", "/", source=f"127.0.1.{i}", headers=_wrong("nobody"))[3] for i in (3, 4)]
+    assert min(unknown) > 0.5 * min(known) and min(known) > 0.1, (known, unknown)
+    counts: dict[int, int] = {}
+    refusals = []
+    session = requests.Session()
+    ended = time.monotonic() + 3
+    while time.monotonic() < ended:  # guesses on one connection, as fast as they are answered
+        answer = session.get(guarded.url + "/", auth=("admin", f"guess{sum(counts.values())}"))
+        counts[answer.status_code] = counts.get(answer.status_code, 0) + 1
+        if answer.status_code == 429:
+            refusals.append(answer.elapsed.total_seconds())
+            assert int(answer.headers["Retry-After"]) >= 1
+    assert counts.get(401, 0) <= 6 and counts[429] > 100, counts  # 3 free, then 1 s, 2 s... apart
+    assert statistics.median(refusals) < 0.02
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:  # 16 guessers do not hold the workers
+        guesses = [pool.submit(status, guarded, "GET", "/", headers=_wrong("admin")) for _ in range(200)]
+        code, _, _, seconds = call(guarded, "PROPFIND", "/", "viewer", source="127.0.1.9", headers={"Depth": "0"})
+        assert {guess.result() for guess in guesses} == {429}
+    assert code == 207 and seconds < 1.0
+    log = guarded.log.read_text()
+    assert "login failed: user 'admin' from 127.0.0.1 (wrong password)" in log
+    assert "login failed: user 'nobody' from 127.0.1.3 (unknown user)" in log
+    assert "guess" not in log and "v-pass" not in log
+
+
+def _wrong(user: str) -> dict:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:wrong".encode()).decode()}

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
-from wsgidav.dc.base_dc import BaseDomainController
 
-from .users import REALM, ROLES, User, check_password
+from .users import ROLES, User
 
 
 def users_of(environ: dict) -> dict[str, User]:
@@ -33,29 +30,3 @@ def require(environ: dict, role: str) -> None:
     if ROLES.index(have) < ROLES.index(role):
         raise DAVError(HTTP_FORBIDDEN, f"this needs the {role!r} role; {environ.get('wsgidav.auth.user_name')!r} "
                                        f"has {have!r}")
-
-
-class UsersDomainController(BaseDomainController):
-    """HTTP Basic against the users file; no users file means anonymous access."""
-
-    def __init__(self, wsgidav_app: Any, config: dict):
-        super().__init__(wsgidav_app, config)
-        self.users: dict[str, User] = config["orthancfs"]["users"]
-
-    def get_domain_realm(self, path_info: str, environ: dict) -> str:
-        return REALM
-
-    def require_authentication(self, realm: str, environ: dict) -> bool:
-        return bool(self.users)
-
-    def basic_auth_user(self, realm: str, user_name: str, password: str, environ: dict) -> bool:
-        user = self.users.get(user_name)
-        return user is not None and check_password(user, password)
-
-    def supports_http_digest_auth(self) -> bool:
-        return any(user.digest_ha1 for user in self.users.values())
-
-    def digest_auth_user(self, realm: str, user_name: str, environ: dict) -> str | bool:
-        """The stored HA1 (wsgidav computes the response from it); users without one: Basic only."""
-        user = self.users.get(user_name)
-        return user.digest_ha1 if user and user.digest_ha1 else False

@@ -13,7 +13,6 @@ from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 from wsgidav.dir_browser import WsgiDavDirBrowser
 from wsgidav.error_printer import ErrorPrinter
-from wsgidav.http_authenticator import HTTPAuthenticator
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
@@ -23,8 +22,10 @@ from ..orthanc import is_loopback
 from ..service import notify
 from ..tree import Tree
 from . import locks
-from .access import UsersDomainController, role_of_user
+from .access import role_of_user
+from .auth import GuardedAuthenticator, UsersDomainController
 from .bodies import BoundedBodies
+from .logins import Logins
 from .policy import RoleGate
 from .propfind import ViewsPropfind
 from .uploads import UploadsProvider
@@ -66,7 +67,7 @@ def check_access_settings(host: str, users_file: str | None, allow_anonymous: bo
     return users
 
 
-def wsgidav_config(tree: Tree, users: dict, windows_names: bool, debug: bool) -> dict[str, Any]:
+def wsgidav_config(tree: Tree, users: dict, logins: Logins, windows_names: bool, debug: bool) -> dict[str, Any]:
     digest = any(user.digest_ha1 for user in users.values())  # offered only to users who have a Digest hash
     return {
         "provider_mapping": {"/": ViewsProvider(tree, windows_names), "/uploads": UploadsProvider(tree)},
@@ -77,19 +78,19 @@ def wsgidav_config(tree: Tree, users: dict, windows_names: bool, debug: bool) ->
         "block_size": 1 << 20,
         # Every request is authenticated, then judged by its role, before any body is read; our PROPFIND
         # of the views answers just before wsgidav would.
-        "middleware_stack": [ErrorPrinter, HTTPAuthenticator, RoleGate, BoundedBodies, WsgiDavDirBrowser,
+        "middleware_stack": [ErrorPrinter, GuardedAuthenticator, RoleGate, BoundedBodies, WsgiDavDirBrowser,
                              ViewsPropfind, RequestResolver],
         "lock_storage": False,  # ours instead (locks.py), in memory: what Windows and macOS need to write
         "property_manager": True,
         "dir_browser": {"enable": True},
         "verbose": 3 if debug else 1,
         "logging": {"enable": False},  # our own logging set-up stays in charge
-        "orthancfs": {"users": users},
+        "orthancfs": {"users": users, "logins": logins},
     }
 
 
 def webdav_app(tree: Tree, users: dict, windows_names: bool, debug: bool) -> Any:
-    dav = WsgiDAVApp(wsgidav_config(tree, users, windows_names, debug))
+    dav = WsgiDAVApp(wsgidav_config(tree, users, Logins(users), windows_names, debug))
     locks.install(dav, locks.BoundedLockManager(lambda name: role_of_user(users, name) == "delete"))
     return dav
 
