@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import bcrypt
@@ -9,9 +10,10 @@ import pytest
 from wsgidav.dav_error import DAVError
 
 from orthancfs.errors import UsageError
-from orthancfs.webdav import bodies, locks, policy, throttle
+from orthancfs.webdav import bodies, error_pages, locks, policy, throttle
 from orthancfs.webdav.auth import basic_credentials
 from orthancfs.webdav.logins import Logins, Throttled
+from orthancfs.webdav.paths import destination_problem, path_problem
 from orthancfs.webdav.users import load_users
 
 HASH = bcrypt.hashpw(b"secret", bcrypt.gensalt(4)).decode()
@@ -161,6 +163,24 @@ def test_a_plain_xml_body_parses() -> None:
     assert bodies.parse_xml(b'<D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>').tag == "{DAV:}propfind"
 
 
+@pytest.mark.parametrize(("path", "problem"), [
+    ("/uploads/a.dcm", None),
+    ("/by-patients/M\xc3\xbcller/", None),  # UTF-8 bytes, as WSGI hands them over (latin-1)
+    ("/uploads/a\x00b", "control character"),
+    ("/uploads/a\nb", "control character"),
+    ("/\xff", "not UTF-8"),
+])
+def test_paths_that_name_nothing(path: str, problem: str | None) -> None:
+    found = path_problem(path)
+    assert found == problem if problem is None else problem in found
+
+
+def test_destinations_that_name_nothing() -> None:
+    assert destination_problem(None) is None and destination_problem("http://h/uploads/b%C3%BC") is None
+    assert "control" in destination_problem("http://h/uploads/a%00b")
+    assert "UTF-8" in destination_problem("http://h/uploads/%ff")
+
+
 def test_locks_last_an_hour_at_most_and_delete_may_break_them() -> None:
     assert [locks.capped(t) for t in (None, -1, 60, 10**9)] == [3600, 3600, 60, 3600]
     manager = locks.BoundedLockManager(lambda name: name == "admin")
@@ -172,3 +192,18 @@ def test_locks_last_an_hour_at_most_and_delete_may_break_them() -> None:
     assert manager.is_token_locked_by_user(lock["token"], "admin")
     assert not manager.is_token_locked_by_user(lock["token"], "bob")
     assert not manager.is_token_locked_by_user("opaquelocktoken:none", "admin")
+
+
+def crash(environ: dict, start_response: object) -> list[bytes]:
+    raise RuntimeError("secret detail /etc/orthancfs")
+
+
+@pytest.mark.allow_warnings
+def test_a_500_says_nothing_of_the_exception_and_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    app = error_pages.ErrorPages(None, crash, {})
+    seen = {}
+    body = b"".join(app({"REQUEST_METHOD": "GET", "PATH_INFO": "/x"}, lambda s, h, e=None: seen.update(status=s)))
+    assert seen["status"] == "500 Internal Server Error"
+    assert b"secret" not in body and b"RuntimeError" not in body
+    [record] = [r for r in caplog.records if r.name == "orthancfs.webdav.error_pages"]
+    assert record.levelno == logging.ERROR and record.exc_info[0] is RuntimeError

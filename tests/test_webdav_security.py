@@ -225,3 +225,13 @@ def test_guessing_is_slowed_refused_at_once_and_logged(guarded: WebDAV) -> None:
 
 def _wrong(user: str) -> dict:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:wrong".encode()).decode()}
+
+
+def test_paths_that_name_nothing_and_broken_requests_are_refused_plainly(secured: WebDAV) -> None:
+    malformed = {"Authorization": "Basic " + base64.b64encode(b"nocolon").decode()}  # wsgidav answered 500
+    assert status(secured, "GET", "/", headers=malformed) == 401
+    assert status(secured, "GET", "/uploads/a%00b", "viewer") == 400  # the file system answered 500
+    assert status(secured, "GET", "/by-patients/%ff", "viewer") == 400
+    assert status(secured, "MOVE", "/uploads/a", "importer", headers={"Destination": "http://[::1"}) == 400
+    assert status(secured, "MOVE", "/uploads/a", "importer", headers={"Destination": "/uploads/b%00"}) == 400
+    assert "Traceback" not in secured.log.read_text()

@@ -12,7 +12,6 @@ from typing import Any
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 from wsgidav.dir_browser import WsgiDavDirBrowser
-from wsgidav.error_printer import ErrorPrinter
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
@@ -25,7 +24,9 @@ from . import locks
 from .access import role_of_user
 from .auth import GuardedAuthenticator, UsersDomainController
 from .bodies import BoundedBodies
+from .error_pages import ErrorPages
 from .logins import Logins
+from .paths import checked_paths
 from .policy import RoleGate
 from .propfind import ViewsPropfind
 from .uploads import UploadsProvider
@@ -78,7 +79,7 @@ def wsgidav_config(tree: Tree, users: dict, logins: Logins, windows_names: bool,
         "block_size": 1 << 20,
         # Every request is authenticated, then judged by its role, before any body is read; our PROPFIND
         # of the views answers just before wsgidav would.
-        "middleware_stack": [ErrorPrinter, GuardedAuthenticator, RoleGate, BoundedBodies, WsgiDavDirBrowser,
+        "middleware_stack": [ErrorPages, GuardedAuthenticator, RoleGate, BoundedBodies, WsgiDavDirBrowser,
                              ViewsPropfind, RequestResolver],
         "lock_storage": False,  # ours instead (locks.py), in memory: what Windows and macOS need to write
         "property_manager": True,
@@ -92,7 +93,7 @@ def wsgidav_config(tree: Tree, users: dict, logins: Logins, windows_names: bool,
 def webdav_app(tree: Tree, users: dict, windows_names: bool, debug: bool) -> Any:
     dav = WsgiDAVApp(wsgidav_config(tree, users, Logins(users), windows_names, debug))
     locks.install(dav, locks.BoundedLockManager(lambda name: role_of_user(users, name) == "delete"))
-    return dav
+    return checked_paths(dav)
 
 
 def serve_webdav(settings: dict[str, Any], listen: str, users_file: str | None, cert: str | None,
