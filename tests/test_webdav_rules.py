@@ -11,6 +11,7 @@ from wsgidav.dav_error import DAVError
 
 from orthancfs.errors import UsageError
 from orthancfs.webdav import bodies, error_pages, locks, policy, throttle
+from orthancfs.webdav.access_log import escaped
 from orthancfs.webdav.auth import basic_credentials
 from orthancfs.webdav.logins import Logins, Throttled
 from orthancfs.webdav.paths import destination_problem, path_problem
@@ -179,6 +180,11 @@ def test_destinations_that_name_nothing() -> None:
     assert destination_problem(None) is None and destination_problem("http://h/uploads/b%C3%BC") is None
     assert "control" in destination_problem("http://h/uploads/a%00b")
     assert "UTF-8" in destination_problem("http://h/uploads/%ff")
+
+
+def test_log_lines_cannot_be_forged() -> None:
+    assert escaped('GET /a"b\\c\r\n127.0.0.1 - admin') == 'GET /a\\"b\\\\c\\x0d\\x0a127.0.0.1 - admin'
+    assert escaped("m\u00fcller", "utf-8") == "m\\xc3\\xbcller"
 
 
 def test_locks_last_an_hour_at_most_and_delete_may_break_them() -> None:

@@ -21,6 +21,7 @@ import requests
 from orthancfs.demo.server import OrthancServer, free_port
 
 from . import uploads_data as data
+from .helpers import wait_for
 from .test_webdav import WebDAV, propfind
 
 PASSWORDS = {"viewer": "v-pass", "importer": "i-pass", "importer2": "j-pass", "admin": "a-pass"}
@@ -54,7 +55,8 @@ def write_users(tmp_path: Path, cost: int = 4, **costs: int) -> Path:
 
 @pytest.fixture
 def secured(orthanc: OrthancServer, tmp_path: Path) -> Iterator[WebDAV]:
-    dav = WebDAV(orthanc.url, tmp_path, "--users-file", str(write_users(tmp_path)), "--allow-delete")
+    dav = WebDAV(orthanc.url, tmp_path, "--users-file", str(write_users(tmp_path)), "--allow-delete",
+                 "--access-log", str(tmp_path / "access.log"))
     yield dav
     assert dav.stop() == 0
     assert "Traceback" not in dav.log.read_text()
@@ -95,6 +97,7 @@ def rss_mb(pid: int) -> float:
     (None, ["--listen", "0.0.0.0:{port}", "--allow-anonymous"], "refusing plain http on 0.0.0.0"),
     (None, ["--listen", "0.0.0.0:{port}", "--allow-anonymous", "--allow-insecure-http", "--allow-delete"],
      "refusing anonymous deletes on 0.0.0.0"),
+    (None, ["--access-log", "/nonexistent/access.log"], "cannot open access log /nonexistent/access.log"),
 ])
 def test_start_is_refused_where_it_would_fail_open(orthanc: OrthancServer, tmp_path: Path, users: str | None,
                                                     args: list[str], message: str) -> None:
@@ -227,11 +230,26 @@ def _wrong(user: str) -> dict:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:wrong".encode()).decode()}
 
 
-def test_paths_that_name_nothing_and_broken_requests_are_refused_plainly(secured: WebDAV) -> None:
+ACCESS_LINE = re.compile(r'^(?P<address>[\d.]+) - (?P<user>\S+) \[[^]]+\] "(?P<request>[^"]*)" (?P<status>\d{3}) '
+                         r'(?P<bytes>\d+|-) "[^"]*" "[^"]*" \d+\.\d{3}$')
+
+
+def test_errors_are_plain_and_every_request_is_in_the_access_log(secured: WebDAV, tmp_path: Path) -> None:
+    assert status(secured, "GET", "/by-patients/") == 401
     malformed = {"Authorization": "Basic " + base64.b64encode(b"nocolon").decode()}  # wsgidav answered 500
     assert status(secured, "GET", "/", headers=malformed) == 401
     assert status(secured, "GET", "/uploads/a%00b", "viewer") == 400  # the file system answered 500
     assert status(secured, "GET", "/by-patients/%ff", "viewer") == 400
     assert status(secured, "MOVE", "/uploads/a", "importer", headers={"Destination": "http://[::1"}) == 400
     assert status(secured, "MOVE", "/uploads/a", "importer", headers={"Destination": "/uploads/b%00"}) == 400
-    assert "Traceback" not in secured.log.read_text()
+    assert status(secured, "PUT", "/uploads/a.txt", "viewer", body=b"x") == 403
+    assert status(secured, "PROPFIND", "/", "viewer", headers={"Depth": "0"}) == 207
+    wait_for(lambda: len((tmp_path / "access.log").read_text().splitlines()) >= 8, 10, "the access log")
+    lines = (tmp_path / "access.log").read_text().splitlines()
+    parsed = [ACCESS_LINE.match(line) for line in lines]
+    assert all(parsed), lines
+    assert [m["status"] for m in parsed] == ["401", "401", "400", "400", "400", "400", "403", "207"]
+    assert parsed[-1]["user"] == "viewer" and parsed[-1]["request"] == "PROPFIND / HTTP/1.1"
+    text = "\n".join(lines) + secured.log.read_text()
+    assert not any(secret in text for secret in (*PASSWORDS.values(), "Authorization", "bm9jb2xvbg"))
+    assert "orthancfs.webdav.access" not in secured.log.read_text()  # with --access-log, only there

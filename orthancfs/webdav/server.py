@@ -22,6 +22,7 @@ from ..service import notify
 from ..tree import Tree
 from . import locks
 from .access import role_of_user
+from .access_log import ACCESS_LOGGER, AccessLog
 from .auth import GuardedAuthenticator, UsersDomainController
 from .bodies import BoundedBodies
 from .error_pages import ErrorPages
@@ -93,15 +94,31 @@ def wsgidav_config(tree: Tree, users: dict, logins: Logins, windows_names: bool,
 def webdav_app(tree: Tree, users: dict, windows_names: bool, debug: bool) -> Any:
     dav = WsgiDAVApp(wsgidav_config(tree, users, Logins(users), windows_names, debug))
     locks.install(dav, locks.BoundedLockManager(lambda name: role_of_user(users, name) == "delete"))
-    return checked_paths(dav)
+    return AccessLog(checked_paths(dav))
+
+
+def attach_access_log(path: str | None) -> None:
+    """Access lines go to the log, or only to `path` (plain lines, as web servers write them)."""
+    if not path:
+        return
+    try:
+        handler = logging.FileHandler(path)
+    except OSError as exc:
+        raise UsageError(f"cannot open access log {path}: {exc.strerror}") from None
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access = logging.getLogger(ACCESS_LOGGER)
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    access.propagate = False
 
 
 def serve_webdav(settings: dict[str, Any], listen: str, users_file: str | None, cert: str | None,
-                 key: str | None, windows_names: bool, allow_anonymous: bool,
-                 allow_insecure_http: bool = False) -> None:
+                 key: str | None, windows_names: bool, allow_anonymous: bool, allow_insecure_http: bool = False,
+                 access_log: str | None = None) -> None:
     host, port = parse_listen(listen)
     deletes = bool(settings.get("allow_delete")) and not settings.get("read_only")
     users = check_access_settings(host, users_file, allow_anonymous, allow_insecure_http, deletes, cert, key)
+    attach_access_log(access_log)
     connection = client_settings(settings, dict(os.environ))
     with ExitStack() as stack:
         tree, version = open_tree(settings, connection, stack)
