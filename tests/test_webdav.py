@@ -34,7 +34,7 @@ class WebDAV:
         self.port = free_port()
         self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.log = work / f"webdav-{self.port}.log"
-        command = [sys.executable, "-m", "orthancfs", "webdav", "--url", orthanc_url, "--listen",
+        command = [sys.executable, "-X", "dev", "-m", "orthancfs", "webdav", "--url", orthanc_url, "--listen",
                    f"127.0.0.1:{self.port}", "--cache-dir", str(work / "cache"), *args]
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)

@@ -1,8 +1,10 @@
-"""The WebDAV export's rules without a server."""
+"""The WebDAV export's rules without a server: users file, roles, throttling, bodies, paths, logs, locks."""
 
 from __future__ import annotations
 
+import gc
 import logging
+import socket
 from pathlib import Path
 
 import bcrypt
@@ -10,7 +12,7 @@ import pytest
 from wsgidav.dav_error import DAVError
 
 from orthancfs.errors import UsageError
-from orthancfs.webdav import bodies, error_pages, locks, policy, throttle
+from orthancfs.webdav import bodies, connections, error_pages, locks, policy, throttle
 from orthancfs.webdav.access_log import escaped
 from orthancfs.webdav.auth import basic_credentials
 from orthancfs.webdav.logins import Logins, Throttled
@@ -213,3 +215,42 @@ def test_a_500_says_nothing_of_the_exception_and_is_logged(caplog: pytest.LogCap
     assert b"secret" not in body and b"RuntimeError" not in body
     [record] = [r for r in caplog.records if r.name == "orthancfs.webdav.error_pages"]
     assert record.levelno == logging.ERROR and record.exc_info[0] is RuntimeError
+
+
+class _Server:
+    timeout = 10.0
+    peercreds_enabled = peercreds_resolve_enabled = False
+
+    def __init__(self) -> None:
+        self.released: list[str] = []
+
+    def release(self, address: str) -> None:
+        self.released.append(address)
+
+
+def test_a_closed_connection_leaves_nothing_to_flush() -> None:
+    """What could not be sent is dropped at close: Python 3.13 reports a flush onto the closed socket
+    when the writer is collected (issue 22)."""
+    ours, theirs = socket.socketpair()
+    server = _Server()
+    conn = connections.GuardedConnection(server, ours, ("127.0.0.1", 1))  # type: ignore[arg-type]
+    theirs.close()
+    with pytest.raises(OSError):
+        for _ in range(64):  # until the dead peer makes a write fail, leaving bytes in the buffer
+            conn.wfile.write(b"x" * 65536)
+    assert conn.wfile._write_buf
+    conn.close()
+    conn.close()
+    assert conn.wfile.closed and not conn.wfile._write_buf and server.released == ["127.0.0.1"]
+    del conn
+    gc.collect()
+
+
+def test_a_request_head_is_complete_only_with_its_blank_line() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        io = connections.AheadIO(ours, 10.0)
+        assert not io.add(b"\r\n") and not io.add(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        assert io.add(b"\r\n")
+        io = connections.AheadIO(ours, 10.0)
+        assert io.add(b"\r\n\r\n\r\n")  # blank lines only: cheroot refuses that without waiting

@@ -1,4 +1,8 @@
-"""`orthancfs webdav` as an attacker on the network would try it (issue 16), on loopback, with real clients."""
+"""`orthancfs webdav` as an attacker on the network would try it (issue 16), on loopback, with real clients.
+
+The abuse loads are bounded and stop by themselves; while they run, a probe request from
+another loopback address (127.0.0.0/8 is all loopback) must be answered within a bound.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import concurrent.futures
 import hashlib
 import http.client
 import re
+import socket
 import statistics
 import subprocess
 import sys
@@ -19,6 +24,7 @@ import pytest
 import requests
 
 from orthancfs.demo.server import OrthancServer, free_port
+from orthancfs.webdav.connections import PER_ADDRESS
 
 from . import uploads_data as data
 from .helpers import wait_for
@@ -59,7 +65,8 @@ def secured(orthanc: OrthancServer, tmp_path: Path) -> Iterator[WebDAV]:
                  "--access-log", str(tmp_path / "access.log"))
     yield dav
     assert dav.stop() == 0
-    assert "Traceback" not in dav.log.read_text()
+    log = dav.log.read_text()
+    assert "Traceback" not in log and "Exception ignored" not in log, log
 
 
 def call(dav: WebDAV, method: str, path: str, user: str | None = None, source: str = "127.0.0.1",
@@ -170,14 +177,85 @@ def test_xml_bodies_are_parsed_safely_and_bounded(secured: WebDAV) -> None:
     assert status(secured, "PROPFIND", "/by-patients/", "viewer", headers=declared(65537)) == 413
     assert status(secured, "LOCK", "/uploads/l.txt", "importer", headers=declared(65537)) == 413
     assert status(secured, "PROPPATCH", "/uploads/", "importer", headers=declared((1 << 20) + 1)) == 413
+    big = b'<D:propfind xmlns:D="DAV:"><D:prop>' + b"<D:displayname/>" * 5000 + b"</D:prop></D:propfind>"
+    chunked = {**depth0, "Transfer-Encoding": "chunked"}
+    assert status(secured, "PROPFIND", "/by-patients/", "viewer", headers=chunked, body=iter([big])) == 413
     before = rss_mb(secured.process.pid)
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         bombs = [pool.submit(status, secured, "PROPFIND", "/by-patients/", "viewer", headers=depth0, body=BOMB)
                  for _ in range(64)]
-        code, _, _, _ = call(secured, "PROPFIND", "/by-patients/", "viewer", source="127.0.0.2", headers={"Depth": "1"})
+        code, _, _, seconds = call(secured, "PROPFIND", "/by-patients/", "viewer", source="127.0.0.2",
+                                   headers={"Depth": "1"})
         assert {bomb.result() for bomb in bombs} == {400}
-    assert code == 207
+    assert code == 207 and seconds < 1.0
     assert rss_mb(secured.process.pid) - before < 16
+
+
+def test_slow_and_many_clients_hold_no_thread(secured: WebDAV) -> None:
+    listening = subprocess.run(["ss", "-ltnH", f"sport = :{secured.port}"], capture_output=True, text=True).stdout
+    assert int(listening.split()[2]) >= 128  # Send-Q of a listening socket: its backlog
+    slow = []
+    for _ in range(20):  # each sends a part of its head, and no more
+        client = socket.socket()
+        client.bind(("127.0.0.2", 0))
+        client.connect(("127.0.0.1", secured.port))
+        client.sendall(b"PROPFIND /by-patients/ HTTP/1.1\r\nHost: x\r\nDepth: 1\r\n")
+        slow.append(client)
+    many = [socket.create_connection(("127.0.0.1", secured.port), source_address=("127.0.0.3", 0))
+            for _ in range(PER_ADDRESS + 8)]
+    try:
+        code, _, _, seconds = call(secured, "PROPFIND", "/by-patients/", "viewer", headers={"Depth": "1"})
+        assert code == 207 and seconds < 1.0
+        for client in many:
+            client.settimeout(0.05)
+        busy = [client for client in many if _answer(client).startswith(b"HTTP/1.1 503")]
+        assert len(busy) == 8  # beyond the per-address limit
+        started = time.monotonic()
+        for client in slow:
+            client.settimeout(30)
+            assert _answer(client) == b""  # closed by the server, its head never complete
+        assert time.monotonic() - started < 15
+    finally:
+        for client in slow + many:
+            client.close()
+
+
+def _answer(client: socket.socket) -> bytes:
+    try:
+        return client.recv(100)
+    except TimeoutError:
+        return b"(nothing)"
+
+
+def test_a_long_body_nobody_wants_is_not_read(secured: WebDAV) -> None:
+    """A 401 before the body: the connection is closed, not drained (cheroot read it all into memory)."""
+    before = rss_mb(secured.process.pid)
+    with socket.create_connection(("127.0.0.1", secured.port)) as client:
+        client.sendall(b"PUT /uploads/big.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n")
+        client.sendall(b"\0" * (1 << 20))  # the server lingers: it reads and drops this, and answers
+        client.settimeout(10)
+        head = client.recv(1000)
+        assert head.startswith(b"HTTP/1.1 401") and b"Connection: close" in head
+        started = time.monotonic()
+        with pytest.raises(OSError):
+            while True:  # then it stops reading and closes: sending fails
+                client.sendall(b"\0" * (1 << 16))
+        assert time.monotonic() - started < 10
+    assert rss_mb(secured.process.pid) - before < 16
+
+
+def test_a_body_that_stops_coming_is_a_408_and_the_end_of_the_connection(secured: WebDAV) -> None:
+    credentials = base64.b64encode(b"importer:i-pass").decode()
+    with socket.create_connection(("127.0.0.1", secured.port)) as client:
+        client.sendall(f"PUT /uploads/stalled.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {credentials}\r\n"
+                       "Content-Length: 100\r\n\r\n0123456789".encode())
+        client.settimeout(30)
+        started = time.monotonic()
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408") and b"Connection: close" in answer
+    assert 5 < time.monotonic() - started < 20  # the server's read timeout
 
 
 @pytest.fixture

@@ -4,8 +4,9 @@ ErrorPrinter put the exception (`Source exception: ValueError(...)`) into every 
 page, 500s included, and logged to wsgidav's logger, which is silent.  Here a page says
 its status and the reason it was given on purpose (Orthanc's, for a refused upload);
 a 500 says nothing more; every 5xx is logged with its traceback, as is anything that breaks an answer
-already under way (the server then drops the connection).  A body that stops coming is
-the client's doing: 408, and the connection is closed.
+already under way (the server then drops the connection).  A body that stops coming
+(or a client that goes away while sending it) is the client's doing: 408, and the
+connection is closed.
 """
 
 from __future__ import annotations
@@ -52,8 +53,6 @@ class ErrorPages(BaseMiddleware):
                     answer.close()
             if not started:
                 start_response(captured.status, captured.response_headers, captured.exc_info)
-        except ConnectionError:
-            raise  # the client is gone: there is nobody to answer (the server notes it)
         except Exception as exc:
             if started:
                 log.error("%s %r failed after its answer began", environ.get("REQUEST_METHOD"), _path(environ),
@@ -63,10 +62,11 @@ class ErrorPages(BaseMiddleware):
 
 
 def as_dav_error(exc: Exception) -> DAVError:
+    cause = exc.src_exception if isinstance(exc, DAVError) else exc  # wsgidav wraps what a PUT's read raised
+    if isinstance(cause, (TimeoutError, ConnectionError)):  # the client stopped sending its body
+        return DAVError(HTTP_REQUEST_TIMEOUT, "the request body stopped coming", add_headers=[CLOSE])
     if isinstance(exc, DAVError):
         return exc
-    if isinstance(exc, TimeoutError):  # the client stopped sending its body: its fault, not ours
-        return DAVError(HTTP_REQUEST_TIMEOUT, "the request body stopped coming", add_headers=[CLOSE])
     if isinstance(exc, OSError) and exc.errno == errno.EACCES:
         return DAVError(HTTP_FORBIDDEN, src_exception=exc)
     return DAVError(HTTP_INTERNAL_ERROR, src_exception=exc)

@@ -1,4 +1,10 @@
-"""`orthancfs webdav`: the tree served by wsgidav on cheroot, with auth and TLS."""
+"""`orthancfs webdav`: the tree served by wsgidav on cheroot, with auth and TLS.
+
+The request path, outside in: the access log; paths that name nothing (400); wsgidav
+(errors as pages, authentication, the role gate, bounded bodies, the directory
+browser, our PROPFIND of the views, then its providers); all on a cheroot server
+that keeps slow and many clients from holding its threads (connections.py).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,6 @@ import threading
 from contextlib import ExitStack
 from typing import Any
 
-from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 from wsgidav.dir_browser import WsgiDavDirBrowser
 from wsgidav.request_resolver import RequestResolver
@@ -25,16 +30,19 @@ from .access import role_of_user
 from .access_log import ACCESS_LOGGER, AccessLog
 from .auth import GuardedAuthenticator, UsersDomainController
 from .bodies import BoundedBodies
+from .connections import GuardedServer
 from .error_pages import ErrorPages
 from .logins import Logins
 from .paths import checked_paths
 from .policy import RoleGate
 from .propfind import ViewsPropfind
 from .uploads import UploadsProvider
-from .users import load_users
+from .users import User, load_users
 from .views import ViewsProvider
 
 log = logging.getLogger(__name__)
+
+STOP_SECONDS = 10.0  # for requests under way at SIGTERM (cheroot gives its workers 5 of them)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -50,7 +58,7 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def check_access_settings(host: str, users_file: str | None, allow_anonymous: bool, allow_insecure_http: bool,
-                          allow_delete: bool, cert: str | None, key: str | None) -> dict:
+                          allow_delete: bool, cert: str | None, key: str | None) -> dict[str, User]:
     """The users, or a UsageError for a set-up that would let in someone who does not belong."""
     users = load_users(users_file) if users_file else {}
     loopback = is_loopback(host)
@@ -69,7 +77,8 @@ def check_access_settings(host: str, users_file: str | None, allow_anonymous: bo
     return users
 
 
-def wsgidav_config(tree: Tree, users: dict, logins: Logins, windows_names: bool, debug: bool) -> dict[str, Any]:
+def wsgidav_config(tree: Tree, users: dict[str, User], logins: Logins, windows_names: bool,
+                   debug: bool) -> dict[str, Any]:
     digest = any(user.digest_ha1 for user in users.values())  # offered only to users who have a Digest hash
     return {
         "provider_mapping": {"/": ViewsProvider(tree, windows_names), "/uploads": UploadsProvider(tree)},
@@ -85,13 +94,15 @@ def wsgidav_config(tree: Tree, users: dict, logins: Logins, windows_names: bool,
         "lock_storage": False,  # ours instead (locks.py), in memory: what Windows and macOS need to write
         "property_manager": True,
         "dir_browser": {"enable": True},
+        "suppress_version_info": True,
         "verbose": 3 if debug else 1,
         "logging": {"enable": False},  # our own logging set-up stays in charge
         "orthancfs": {"users": users, "logins": logins},
     }
 
 
-def webdav_app(tree: Tree, users: dict, windows_names: bool, debug: bool) -> Any:
+def webdav_app(tree: Tree, users: dict[str, User], windows_names: bool, debug: bool) -> Any:
+    """The whole WSGI application, access log outermost."""
     dav = WsgiDAVApp(wsgidav_config(tree, users, Logins(users), windows_names, debug))
     locks.install(dav, locks.BoundedLockManager(lambda name: role_of_user(users, name) == "delete"))
     return AccessLog(checked_paths(dav))
@@ -123,10 +134,7 @@ def serve_webdav(settings: dict[str, Any], listen: str, users_file: str | None, 
     with ExitStack() as stack:
         tree, version = open_tree(settings, connection, stack)
         client = tree.client
-        app = webdav_app(tree, users, windows_names, settings["debug"])
-        # A backlog of 511, as Apache and nginx ask for: cheroot's 5 made 50 parallel clients wait 1-2 s to
-        # connect, and a full queue answers some of them with a reset.
-        server = wsgi.Server((host, port), app, numthreads=16, server_name="orthancfs", request_queue_size=511)
+        server = GuardedServer((host, port), webdav_app(tree, users, windows_names, settings["debug"]))
         if cert:
             server.ssl_adapter = BuiltinSSLAdapter(cert, key)
         scheme = "https" if cert else "http"
@@ -139,8 +147,11 @@ def serve_webdav(settings: dict[str, Any], listen: str, users_file: str | None, 
         _serve_until_signal(server)
 
 
-def _serve_until_signal(server: wsgi.Server) -> None:
-    """Serve in a thread; the main thread waits for SIGTERM/SIGINT, then stops the server cleanly.
+def _serve_until_signal(server: GuardedServer) -> None:
+    """Serve in a thread; the main thread waits for SIGTERM/SIGINT, then stops the server in order:
+    no new connections, the idle ones closed, requests under way finished (or cut after cheroot's
+    shutdown timeout), every connection closed, then the serving thread joined, before the tree
+    it serves is closed.
 
     (cheroot's stop() joins the worker threads: called from a signal handler
     inside serve() it would wait for itself.)
@@ -148,10 +159,12 @@ def _serve_until_signal(server: wsgi.Server) -> None:
     stops = {signal.SIGTERM, signal.SIGINT}
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, stops)  # inherited by the server's threads
     try:
-        threading.Thread(target=server.serve, name="orthancfs-webdav", daemon=True).start()
+        serving = threading.Thread(target=server.serve, name="orthancfs-webdav", daemon=True)
+        serving.start()
         signum = signal.sigwait(stops)
         log.info("%s received: stopping the WebDAV server", signal.Signals(signum).name)
         notify("STOPPING=1")
         server.stop()
+        serving.join(STOP_SECONDS)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
