@@ -220,6 +220,35 @@ def test_slow_and_many_clients_hold_no_thread(secured: WebDAV) -> None:
             client.close()
 
 
+def test_silent_tls_clients_stall_nobody(orthanc: OrthancServer, tmp_path: Path) -> None:
+    """cheroot did the TLS handshake in the thread that accepts connections: one silent client stalled
+    every new connection for the server's timeout."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    dav = WebDAV(orthanc.url, tmp_path, "--users-file", str(write_users(tmp_path)), "--cert", str(cert), "--key",
+                 str(key), scheme="https")
+    silent = [socket.create_connection(("127.0.0.1", dav.port), source_address=("127.0.0.2", 0)) for _ in range(20)]
+    try:
+        for client in silent[:10]:
+            client.sendall(b"\x16\x03\x01\x00")  # the start of a ClientHello, and no more
+        for _ in range(3):
+            started = time.perf_counter()
+            answer = requests.request("PROPFIND", dav.url + "/", headers={"Depth": "0"}, auth=("viewer", "v-pass"),
+                                      verify=str(cert))
+            assert answer.status_code == 207 and time.perf_counter() - started < 1.0
+        with socket.create_connection(("127.0.0.1", dav.port)) as plain:  # plain HTTP to the https port
+            plain.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            plain.settimeout(10)
+            assert plain.recv(100) == b""
+    finally:
+        for client in silent:
+            client.close()
+        assert dav.stop() == 0
+    assert "Traceback" not in dav.log.read_text()
+
+
 def _answer(client: socket.socket) -> bytes:
     try:
         return client.recv(100)
