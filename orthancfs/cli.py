@@ -88,7 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     webdav.add_argument("--users-file", metavar="FILE",
                         help="users allowed in: name:bcrypt-hash[:read|upload|delete] per line (htpasswd -B)")
     webdav.add_argument("--allow-anonymous", action="store_true",
-                        help="serve without a users file on a non-loopback address")
+                        help="serve without a users file on a non-loopback address (never with deletes)")
+    webdav.add_argument("--allow-insecure-http", action="store_true",
+                        help="serve plain http on a non-loopback address (passwords cross the network in clear text)")
+    webdav.add_argument("--access-log", metavar="FILE",
+                        help="write the access log (one line per request) to FILE instead of the log")
     webdav.add_argument("--cert", metavar="FILE", help="TLS certificate (PEM); with --key, serve https")
     webdav.add_argument("--key", metavar="FILE", help="TLS private key (PEM)")
     webdav.add_argument("--windows-names", action=argparse.BooleanOptionalAction, default=True,
@@ -179,7 +183,7 @@ def run_webdav(args: argparse.Namespace) -> int:
     settings = settings_from(args, dict(os.environ), need_mountpoint=False)
     setup_logging(settings, background=False)
     serve_webdav(settings, args.listen, args.users_file, args.cert, args.key, args.windows_names,
-                 args.allow_anonymous)
+                 args.allow_anonymous, args.allow_insecure_http, args.access_log)
     return 0
 
 

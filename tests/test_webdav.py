@@ -34,7 +34,7 @@ class WebDAV:
         self.port = free_port()
         self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.log = work / f"webdav-{self.port}.log"
-        command = [sys.executable, "-m", "orthancfs", "webdav", "--url", orthanc_url, "--listen",
+        command = [sys.executable, "-X", "dev", "-m", "orthancfs", "webdav", "--url", orthanc_url, "--listen",
                    f"127.0.0.1:{self.port}", "--cache-dir", str(work / "cache"), *args]
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -253,8 +253,8 @@ LOCK_BODY = (b'<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:">
 
 def test_only_what_can_be_written_can_be_locked_or_given_properties(dav: WebDAV) -> None:
     """The views are read-only: no locks or dead properties there, so PROPFIND does not list lock
-    properties of every member.  uploads/ (and the root, which holds it) lock as WebDAV clients that
-    write expect."""
+    properties of every member.  Inside uploads/ things lock as WebDAV clients that write expect; the
+    root and uploads/ itself do not (a lock there would hold every uploader out)."""
     def lock(path: str) -> int:
         answer = requests.request("LOCK", dav.url + path, data=LOCK_BODY,
                                   headers={"Depth": "0", "Timeout": "Second-60"})
@@ -264,16 +264,18 @@ def test_only_what_can_be_written_can_be_locked_or_given_properties(dav: WebDAV)
         return answer.status_code
 
     [instance] = [h for h in _walk(dav.url, "/by-uids/") if h.endswith(".dcm")][:1]
-    assert lock("/by-patients/") == lock(instance) == 403
-    assert lock("/") == lock("/uploads/") == 200
+    assert lock("/by-patients/") == lock(instance) == lock("/") == lock("/uploads/") == 403
+    assert requests.request("MKCOL", dav.url + "/uploads/folder/").status_code == 201
+    assert lock("/uploads/folder/") == 200 and lock("/uploads/new.txt") == 201
     members = propfind(dav.url + "/by-patients/").text
     assert "lockdiscovery" not in members and "supportedlock" not in members
-    assert "supportedlock" in propfind(dav.url + "/uploads/", depth="0").text
+    assert "supportedlock" in propfind(dav.url + "/uploads/folder/", depth="0").text
     update = (b'<D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:x"><D:set><D:prop><Z:color>red</Z:color></D:prop>'
               b'</D:set></D:propertyupdate>')
-    refused = requests.request("PROPPATCH", dav.url + instance, data=update)
-    assert refused.status_code == 207 and "403 Forbidden" in refused.text
+    assert requests.request("PROPPATCH", dav.url + instance, data=update).status_code == 403
     assert "color" not in propfind(dav.url + instance, depth="0").text
+    assert requests.request("PROPPATCH", dav.url + "/uploads/folder/", data=update).status_code == 207
+    assert "red" in propfind(dav.url + "/uploads/folder/", depth="0").text
 
 
 def test_put_into_uploads_like_the_mount(dav: WebDAV, server: OrthancServer) -> None:

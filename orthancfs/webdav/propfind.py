@@ -16,13 +16,14 @@ import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
-from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 from wsgidav import util
+from wsgidav.dav_error import DAVError
 from wsgidav.mw.base_mw import BaseMiddleware
 
 from ..tree.views import VIEWS
+from .bodies import parse_xml
 
 DAV = "DAV:"
 ALL = None  # allprop (or an empty body): every live property
@@ -75,8 +76,8 @@ def requested_properties(body: bytes) -> list[Property] | str | None | bool:
     if not body.strip():
         return ALL
     try:
-        root = ElementTree.fromstring(body)
-    except ElementTree.ParseError:
+        root = parse_xml(body)  # no entities, no DTD (bodies.py has checked it already; this stays safe alone)
+    except DAVError:
         return False
     if root.tag != "{DAV:}propfind" or len(root) != 1:
         return False

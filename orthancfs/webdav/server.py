@@ -1,4 +1,10 @@
-"""`orthancfs webdav`: the tree served by wsgidav on cheroot, with auth and TLS."""
+"""`orthancfs webdav`: the tree served by wsgidav on cheroot, with auth and TLS.
+
+The request path, outside in: the access log; paths that name nothing (400); wsgidav
+(errors as pages, authentication, the role gate, bounded bodies, the directory
+browser, our PROPFIND of the views, then its providers); all on a cheroot server
+that keeps slow and many clients from holding its threads (connections.py).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,8 @@ import threading
 from contextlib import ExitStack
 from typing import Any
 
-from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
-from wsgidav.default_conf import DEFAULT_CONFIG
+from wsgidav.dir_browser import WsgiDavDirBrowser
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
@@ -20,13 +25,24 @@ from ..mount import client_settings, open_tree
 from ..orthanc import is_loopback
 from ..service import notify
 from ..tree import Tree
-from .access import UsersDomainController
+from . import locks
+from .access import role_of_user
+from .access_log import ACCESS_LOGGER, AccessLog
+from .auth import GuardedAuthenticator, UsersDomainController
+from .bodies import BoundedBodies
+from .connections import GuardedServer
+from .error_pages import ErrorPages
+from .logins import Logins
+from .paths import checked_paths
+from .policy import RoleGate
 from .propfind import ViewsPropfind
 from .uploads import UploadsProvider
-from .users import load_users
+from .users import User, load_users
 from .views import ViewsProvider
 
 log = logging.getLogger(__name__)
+
+STOP_SECONDS = 10.0  # for requests under way at SIGTERM (cheroot gives its workers 5 of them)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -41,20 +57,28 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, number
 
 
-def check_access_settings(host: str, users_file: str | None, allow_anonymous: bool, cert: str | None,
-                          key: str | None) -> dict:
+def check_access_settings(host: str, users_file: str | None, allow_anonymous: bool, allow_insecure_http: bool,
+                          allow_delete: bool, cert: str | None, key: str | None) -> dict[str, User]:
+    """The users, or a UsageError for a set-up that would let in someone who does not belong."""
     users = load_users(users_file) if users_file else {}
-    if not users and not is_loopback(host) and not allow_anonymous:
+    loopback = is_loopback(host)
+    if not users and not loopback and not allow_anonymous:
         raise UsageError(f"refusing anonymous access on {host}: give --users-file (or --allow-anonymous)")
+    if not users and not loopback and allow_delete:
+        raise UsageError(f"refusing anonymous deletes on {host}: deleting needs a --users-file with the delete role")
     if bool(cert) != bool(key):
         raise UsageError("--cert and --key go together")
+    if not cert and not loopback and not allow_insecure_http:
+        raise UsageError(f"refusing plain http on {host}: passwords and studies would cross the network in clear "
+                         "text; give --cert and --key (or --allow-insecure-http)")
     for path in filter(None, (cert, key)):
         if not os.access(path, os.R_OK):
             raise UsageError(f"cannot read {path}")
     return users
 
 
-def wsgidav_config(tree: Tree, users: dict, windows_names: bool, debug: bool) -> dict[str, Any]:
+def wsgidav_config(tree: Tree, users: dict[str, User], logins: Logins, windows_names: bool,
+                   debug: bool) -> dict[str, Any]:
     digest = any(user.digest_ha1 for user in users.values())  # offered only to users who have a Digest hash
     return {
         "provider_mapping": {"/": ViewsProvider(tree, windows_names), "/uploads": UploadsProvider(tree)},
@@ -63,48 +87,54 @@ def wsgidav_config(tree: Tree, users: dict, windows_names: bool, debug: bool) ->
         # GET streams in blocks of this size: wsgidav's 8 KiB made a 64 MiB file take 8,192 trips through
         # the WSGI server (0.13 s warm instead of 0.03 s).  At most one block per request is in memory.
         "block_size": 1 << 20,
-        # Ours answers PROPFIND of the views after authentication, just before wsgidav would.
-        "middleware_stack": _before(RequestResolver, ViewsPropfind, DEFAULT_CONFIG["middleware_stack"]),
-        "lock_storage": True,  # in memory: what Windows and macOS need to write into uploads/
+        # Every request is authenticated, then judged by its role, before any body is read; our PROPFIND
+        # of the views answers just before wsgidav would.
+        "middleware_stack": [ErrorPages, GuardedAuthenticator, RoleGate, BoundedBodies, WsgiDavDirBrowser,
+                             ViewsPropfind, RequestResolver],
+        "lock_storage": False,  # ours instead (locks.py), in memory: what Windows and macOS need to write
         "property_manager": True,
         "dir_browser": {"enable": True},
+        "suppress_version_info": True,
         "verbose": 3 if debug else 1,
         "logging": {"enable": False},  # our own logging set-up stays in charge
-        "orthancfs": {"users": users},
+        "orthancfs": {"users": users, "logins": logins},
     }
 
 
-def _before(anchor: type, middleware: type, stack: list) -> list:
-    at = stack.index(anchor)
-    return [*stack[:at], middleware, *stack[at:]]
+def webdav_app(tree: Tree, users: dict[str, User], windows_names: bool, debug: bool) -> Any:
+    """The whole WSGI application, access log outermost."""
+    dav = WsgiDAVApp(wsgidav_config(tree, users, Logins(users), windows_names, debug))
+    locks.install(dav, locks.BoundedLockManager(lambda name: role_of_user(users, name) == "delete"))
+    return AccessLog(checked_paths(dav))
 
 
-FINITE_DEPTH_BODY = (b'<?xml version="1.0" encoding="utf-8"?>\n'
-                     b'<D:error xmlns:D="DAV:"><D:propfind-finite-depth/></D:error>\n')
-
-
-def refuse_infinite_propfind(app: Any) -> Any:
-    """PROPFIND with Depth: infinity walks the whole PACS: refused with 403, as RFC 4918 allows."""
-    def middleware(environ: dict, start_response: Any) -> Any:
-        depth = environ.get("HTTP_DEPTH", "infinity").strip().lower()  # no header means infinity
-        if environ.get("REQUEST_METHOD") == "PROPFIND" and depth == "infinity":
-            start_response("403 Forbidden", [("Content-Type", "application/xml; charset=utf-8"),
-                                             ("Content-Length", str(len(FINITE_DEPTH_BODY)))])
-            return [FINITE_DEPTH_BODY]
-        return app(environ, start_response)
-    return middleware
+def attach_access_log(path: str | None) -> None:
+    """Access lines go to the log, or only to `path` (plain lines, as web servers write them)."""
+    if not path:
+        return
+    try:
+        handler = logging.FileHandler(path)
+    except OSError as exc:
+        raise UsageError(f"cannot open access log {path}: {exc.strerror}") from None
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access = logging.getLogger(ACCESS_LOGGER)
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    access.propagate = False
 
 
 def serve_webdav(settings: dict[str, Any], listen: str, users_file: str | None, cert: str | None,
-                 key: str | None, windows_names: bool, allow_anonymous: bool) -> None:
+                 key: str | None, windows_names: bool, allow_anonymous: bool, allow_insecure_http: bool = False,
+                 access_log: str | None = None) -> None:
     host, port = parse_listen(listen)
-    users = check_access_settings(host, users_file, allow_anonymous, cert, key)
+    deletes = bool(settings.get("allow_delete")) and not settings.get("read_only")
+    users = check_access_settings(host, users_file, allow_anonymous, allow_insecure_http, deletes, cert, key)
+    attach_access_log(access_log)
     connection = client_settings(settings, dict(os.environ))
     with ExitStack() as stack:
         tree, version = open_tree(settings, connection, stack)
         client = tree.client
-        app = refuse_infinite_propfind(WsgiDAVApp(wsgidav_config(tree, users, windows_names, settings["debug"])))
-        server = wsgi.Server((host, port), app, numthreads=16, server_name="orthancfs")
+        server = GuardedServer((host, port), webdav_app(tree, users, windows_names, settings["debug"]))
         if cert:
             server.ssl_adapter = BuiltinSSLAdapter(cert, key)
         scheme = "https" if cert else "http"
@@ -117,8 +147,11 @@ def serve_webdav(settings: dict[str, Any], listen: str, users_file: str | None, 
         _serve_until_signal(server)
 
 
-def _serve_until_signal(server: wsgi.Server) -> None:
-    """Serve in a thread; the main thread waits for SIGTERM/SIGINT, then stops the server cleanly.
+def _serve_until_signal(server: GuardedServer) -> None:
+    """Serve in a thread; the main thread waits for SIGTERM/SIGINT, then stops the server in order:
+    no new connections, the idle ones closed, requests under way finished (or cut after cheroot's
+    shutdown timeout), every connection closed, then the serving thread joined, before the tree
+    it serves is closed.
 
     (cheroot's stop() joins the worker threads: called from a signal handler
     inside serve() it would wait for itself.)
@@ -126,10 +159,12 @@ def _serve_until_signal(server: wsgi.Server) -> None:
     stops = {signal.SIGTERM, signal.SIGINT}
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, stops)  # inherited by the server's threads
     try:
-        threading.Thread(target=server.serve, name="orthancfs-webdav", daemon=True).start()
+        serving = threading.Thread(target=server.serve, name="orthancfs-webdav", daemon=True)
+        serving.start()
         signum = signal.sigwait(stops)
         log.info("%s received: stopping the WebDAV server", signal.Signals(signum).name)
         notify("STOPPING=1")
         server.stop()
+        serving.join(STOP_SECONDS)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -22,7 +22,6 @@ from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 
 from ..errors import NotFound, OrthancFSError
 from ..tree import Node, Role, Tree
-from .access import require
 from .errors import dav_error
 from .streams import ContentFile
 
@@ -144,7 +143,6 @@ class _Resource:
         return True
 
     def move_recursive(self, dest_path: str) -> None:
-        require(self.environ, "upload")  # type: ignore[attr-defined]
         self._renamed(dest_path, replace=False)  # wsgidav removed what was there (Overwrite: T)
         self._follow_properties(dest_path, is_move=True, with_children=True)
 
@@ -162,7 +160,6 @@ class UploadFolder(_Resource, DAVCollection):
     def create_empty_resource(self, name: str) -> Any:
         """A new file: for a PUT, the writer its body goes to; otherwise (LOCK of an unmapped URL)
         an empty file, closed at once."""
-        require(self.environ, "upload")
         node, handle = _model(lambda: self.tree.create(self.node, name))
         resource = UploadFile(util.join_uri(self.path, name), self.environ, node)
         if self.environ.get("REQUEST_METHOD") == "PUT":
@@ -172,12 +169,10 @@ class UploadFolder(_Resource, DAVCollection):
         return resource
 
     def create_collection(self, name: str) -> None:
-        require(self.environ, "upload")
         _model(lambda: self.tree.mkdir(self.node, name))
 
     def delete(self) -> None:
         """The folder and everything in it (wsgidav also deletes the destination of a MOVE this way)."""
-        require(self.environ, "upload")
         parent, name = self._parent_and_name()
         if not name:
             raise DAVError(HTTP_FORBIDDEN, "uploads/ itself cannot be removed")
@@ -188,7 +183,6 @@ class UploadFolder(_Resource, DAVCollection):
 
     def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
         """The folder itself (wsgidav copies the members one by one)."""
-        require(self.environ, "upload")
         if self.provider.get_resource_inst(dest_path, self.environ) is None:
             parent, name = self.provider.parent_and_name(dest_path)
             _model(lambda: self.tree.mkdir(parent, name))
@@ -220,7 +214,6 @@ class UploadFile(_Resource, DAVNonCollection):
         return ContentFile(_model(lambda: self.tree.open(self.node)), self.node.size)
 
     def begin_write(self, *, content_type: str | None = None) -> PutBody:
-        require(self.environ, "upload")
         if self.node.role is Role.RECEIPT:
             raise DAVError(HTTP_FORBIDDEN, "Orthanc has this file: it can be read back, not written")
         if self.handle is None:
@@ -262,13 +255,11 @@ class UploadFile(_Resource, DAVNonCollection):
             self.node = self.tree.receipt(rel) or self.node
 
     def delete(self) -> None:
-        require(self.environ, "upload")
         parent, name = self._parent_and_name()
         _model(lambda: self.tree.unlink(parent, name))
         self._forget_properties()
 
     def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
-        require(self.environ, "upload")
         if is_move:
             self._renamed(dest_path, replace=True)
         else:
@@ -359,7 +350,6 @@ class Report(_Resource, DAVNonCollection):
         raise DAVError(HTTP_FORBIDDEN, "ORTHANCFS-REPORT.txt is written by orthancfs")
 
     def delete(self) -> None:
-        require(self.environ, "upload")
         parent, name = self._parent_and_name()
         _model(lambda: self.tree.unlink(parent, name))
 

@@ -18,7 +18,6 @@ from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 
 from ..errors import NotFound, OrthancFSError
 from ..tree import Kind, Node, Tree
-from .access import require
 from .errors import dav_error
 from .names import windows_safe
 from .streams import ContentFile
@@ -145,23 +144,17 @@ class _TreeResource:
         self._ref_url = parent.get_ref_url() + quote(name, safe="") + tail
         self._href = parent.get_href() + quote(name, safe=HREF_SAFE) + tail
 
-    @property
-    def _read_only(self) -> bool:
-        """Below the root of the views, where nothing can be written; the root holds uploads/."""
-        return self.parent is not None
-
     def prevent_locking(self) -> bool:
-        # A lock on something read-only guards nothing.  Without locking, PROPFIND leaves out
-        # lockdiscovery and supportedlock: no lock lookup per member, half the XML to write and
-        # for the client to parse.
-        return self._read_only
+        # A lock on something read-only guards nothing (the root included: a lock there would
+        # reach into uploads/ and hold every uploader out; policy.py refuses LOCK here anyway).
+        # Without locking, PROPFIND leaves out lockdiscovery and supportedlock: no lock lookup per
+        # member, half the XML to write and for the client to parse.
+        return True
 
     def set_property_value(self, name: str, value: Any, dry_run: bool = False) -> None:
-        # Dead properties there would be kept by nobody but this process; refused, as writes are
+        # Dead properties here would be kept by nobody but this process; refused, as writes are
         # (and propfind.py can answer for every property there is).
-        if self._read_only:
-            raise DAVError(HTTP_FORBIDDEN, "the views are read-only: they keep no properties")
-        super().set_property_value(name, value, dry_run=dry_run)  # type: ignore[misc]
+        raise DAVError(HTTP_FORBIDDEN, "the views are read-only: they keep no properties")
 
     def get_display_name(self) -> str:
         return self.path.rstrip("/").rsplit("/", 1)[-1]
@@ -173,8 +166,8 @@ class _TreeResource:
         return self.node.mtime_ns / 1e9
 
     def handle_delete(self) -> bool:
-        """DELETE of an instance, series, study or patient: one call to Orthanc (deletes must be on)."""
-        require(self.environ, "delete")
+        """DELETE of an instance, series, study or patient: one call to Orthanc (deletes must be on;
+        policy.py has checked the role)."""
         if self.parent is None:
             raise DAVError(HTTP_FORBIDDEN)
         self.provider.deleting(self.path)  # before: a concurrent DELETE below may find the folder gone at once
@@ -306,7 +299,6 @@ class EmptiedFolder(DAVCollection):
         raise DAVError(HTTP_FORBIDDEN, "the views are Orthanc's; names cannot be changed")
 
     def handle_delete(self) -> bool:
-        require(self.environ, "delete")
         self.provider.deleted(self.path)  # gone for good now
         return True
 
@@ -330,5 +322,4 @@ class Vanished(DAVNonCollection):
         return False
 
     def handle_delete(self) -> bool:
-        require(self.environ, "delete")
         return True  # gone already, which is what DELETE wanted

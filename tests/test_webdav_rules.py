@@ -1,0 +1,256 @@
+"""The WebDAV export's rules without a server: users file, roles, throttling, bodies, paths, logs, locks."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import socket
+from pathlib import Path
+
+import bcrypt
+import pytest
+from wsgidav.dav_error import DAVError
+
+from orthancfs.errors import UsageError
+from orthancfs.webdav import bodies, connections, error_pages, locks, policy, throttle
+from orthancfs.webdav.access_log import escaped
+from orthancfs.webdav.auth import basic_credentials
+from orthancfs.webdav.logins import Logins, Throttled
+from orthancfs.webdav.paths import destination_problem, path_problem
+from orthancfs.webdav.users import load_users
+
+HASH = bcrypt.hashpw(b"secret", bcrypt.gensalt(4)).decode()
+
+
+def write_users(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "users"
+    path.write_text(text)
+    path.chmod(0o600)
+    return str(path)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("", "names no user"),
+    ("# nobody yet\n\n   \n", "names no user"),
+    ("alice:$2y$05$tooshort\n", ":1: the password must be a bcrypt hash"),
+    ("alice:secret\n", ":1: the password must be a bcrypt hash"),
+    (f"# ok\nalice:{HASH}:admin\n", ":2: role must be one of"),
+    (f"alice:{HASH}\nalice:{HASH}:upload\n", ":2: user 'alice' is defined twice"),
+    (f"alice:{HASH}:read:nothex\n", ":1: the digest field"),
+    (f"al\x01ice:{HASH}\n", ":1: expected name:bcrypt-hash"),
+    (f"alice:{HASH}:read::extra\n", ":1: expected name:bcrypt-hash"),
+])
+def test_a_users_file_that_lets_nobody_in_properly_is_refused(tmp_path: Path, text: str, message: str) -> None:
+    path = write_users(tmp_path, text)
+    with pytest.raises(UsageError, match=message) as caught:
+        load_users(path)
+    assert path in str(caught.value)
+
+
+def test_a_good_users_file(tmp_path: Path) -> None:
+    users = load_users(write_users(tmp_path, f"# team\nalice:{HASH}\nbob:{HASH.replace('$2b$', '$2y$')}:delete\n"))
+    assert {name: user.role for name, user in users.items()} == {"alice": "read", "bob": "delete"}
+    assert users["bob"].cost == 4
+
+
+@pytest.mark.parametrize(("method", "path", "destination", "role"), [
+    ("GET", "/by-patients/x", None, "read"),
+    ("PROPFIND", "/uploads/", None, "read"),
+    ("OPTIONS", "*", None, "read"),
+    ("PUT", "/uploads/a.dcm", None, "upload"),
+    ("PUT", "/Uploads/a.dcm", None, "upload"),  # wsgidav routes shares case-blind
+    ("MKCOL", "/uploads/d/", None, "upload"),
+    ("LOCK", "/uploads/d/", None, "upload"),
+    ("UNLOCK", "/uploads/", None, "upload"),
+    ("PROPPATCH", "/uploads/", None, "upload"),
+    ("MOVE", "/uploads/a", "http://h/uploads/b", "upload"),
+    ("COPY", "/uploads/a", "/uploads/d/a", "upload"),
+    ("DELETE", "/uploads/a", None, "upload"),
+    ("DELETE", "/by-uids/1.2.3/", None, "delete"),
+])
+def test_the_role_each_request_needs(method: str, path: str, destination: str | None, role: str) -> None:
+    assert policy.needed_role(method, path, destination) == role
+
+
+@pytest.mark.parametrize(("method", "path", "destination", "status"), [
+    ("PUT", "/by-patients/x.dcm", None, 403),
+    ("LOCK", "/", None, 403),
+    ("LOCK", "/uploads/", None, 403),
+    ("PROPPATCH", "/by-uids/1.2/", None, 403),
+    ("DELETE", "/uploads/", None, 403),
+    ("MOVE", "/uploads/", "/uploads/x/", 403),
+    ("MOVE", "/uploads/a", "/by-patients/a", 403),
+    ("MOVE", "/uploads/a/", "/uploads/", 403),  # would replace uploads/ itself
+    ("COPY", "/by-uids/1.2/", "/uploads/x/", 403),
+    ("COPY", "/uploads/a", "http://[::1", 400),
+    ("POST", "/uploads/", None, 405),
+    ("TRACE", "/", None, 405),
+])
+def test_what_no_role_may_do(method: str, path: str, destination: str | None, status: int) -> None:
+    with pytest.raises(DAVError) as refused:
+        policy.needed_role(method, path, destination)
+    assert refused.value.value == status
+
+
+def test_the_wait_grows_then_locks_out_then_is_forgotten() -> None:
+    now = [1000.0]
+    gate = throttle.Throttle(lambda: now[0])
+    waits = [gate.failed(["a"]) for _ in range(11)]
+    assert waits == [0, 0, 0, 1, 2, 4, 8, 16, 32, throttle.LOCKOUT_SECONDS, throttle.LOCKOUT_SECONDS]
+    assert gate.wait(["b", "a"]) == throttle.LOCKOUT_SECONDS and gate.wait(["b"]) == 0
+    now[0] += throttle.LOCKOUT_SECONDS + 1
+    assert gate.wait(["a"]) == 0 and gate.failed(["a"]) == 0  # forgotten: a fresh start
+    gate.succeeded("a")
+    assert gate.wait(["a"]) == 0
+
+
+@pytest.mark.allow_warnings
+def test_logins_are_throttled_cached_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    logins = Logins(load_users(write_users(tmp_path, f"alice:{HASH}:upload\n")), clock=lambda: now[0])
+    assert logins.check_basic("alice", b"secret", "10.0.0.1")
+    for _ in range(throttle.FREE_FAILURES):
+        assert not logins.check_basic("alice", b"guess", "10.0.0.2")
+    assert not logins.check_basic("mallory", b"guess", "10.0.0.2")
+    with pytest.raises(Throttled) as throttled:
+        logins.check_basic("mallory", b"secret", "10.0.0.2")  # not even checked while it must wait
+    assert throttled.value.seconds == 1
+    assert logins.check_basic("alice", b"secret", "10.0.0.2")  # verified before the failures: passes
+    now[0] += throttle.FIRST_WAIT
+    assert logins.check_basic("alice", b"x" * 100 + b"secret", "10.0.0.2") is False  # longer than bcrypt reads
+    messages = [r.getMessage() for r in caplog.records if r.name == "orthancfs.webdav.logins"]
+    assert "login failed: user 'alice' from 10.0.0.2 (wrong password)" in messages
+    assert "login failed: user 'mallory' from 10.0.0.2 (unknown user)" in messages
+    assert not any("guess" in message or "secret" in message for message in messages)
+
+
+@pytest.mark.allow_warnings
+def test_an_ipv6_host_is_throttled_as_one_address(tmp_path: Path) -> None:
+    logins = Logins(load_users(write_users(tmp_path, f"alice:{HASH}\n")))
+    for host in range(throttle.FREE_FAILURES + 1):
+        logins.failed(None, f"2001:db8::{host + 1}", "test")
+    with pytest.raises(Throttled):
+        logins.refuse_if_throttled("alice", "2001:db8::ffff")
+    logins.refuse_if_throttled("alice", "2001:db8:0:1::1")  # another /64
+
+
+
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    ("Basic YWxpY2U6czNjcjN0", ("alice", b"s3cr3t")),
+    ("basic YWxpY2U6YTpi", ("alice", b"a:b")),
+    ("Basic YWxpY2U=", None),  # no colon: wsgidav answered 500
+    ("Basic %%%", None),
+    ("Basic OnBhc3M=", None),  # no name
+    ("Basic /w==", None),  # not UTF-8
+    ("Bearer abc", None),
+])
+def test_basic_credentials_are_read_strictly(header: str, expected: tuple | None) -> None:
+    assert basic_credentials(header) == expected
+
+
+@pytest.mark.parametrize(("body", "status"), [
+    (b'<!DOCTYPE x [<!ENTITY a "aaaa">]><D:propfind xmlns:D="DAV:">&a;</D:propfind>', 400),
+    (b'<!DOCTYPE x SYSTEM "http://example.invalid/x.dtd"><D:propfind xmlns:D="DAV:"/>', 400),
+    (b'<D:propfind xmlns:D="DAV:"><D:prop>' + b"<a>" * 40 + b"</a>" * 40 + b"</D:prop></D:propfind>", 400),
+    (b"<not xml", 400),
+])
+def test_xml_bodies_must_be_plain_and_shallow(body: bytes, status: int) -> None:
+    with pytest.raises(DAVError) as refused:
+        bodies.parse_xml(body)
+    assert refused.value.value == status
+
+
+def test_a_plain_xml_body_parses() -> None:
+    assert bodies.parse_xml(b'<D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>').tag == "{DAV:}propfind"
+
+
+@pytest.mark.parametrize(("path", "problem"), [
+    ("/uploads/a.dcm", None),
+    ("/by-patients/M\xc3\xbcller/", None),  # UTF-8 bytes, as WSGI hands them over (latin-1)
+    ("/uploads/a\x00b", "control character"),
+    ("/uploads/a\nb", "control character"),
+    ("/\xff", "not UTF-8"),
+])
+def test_paths_that_name_nothing(path: str, problem: str | None) -> None:
+    found = path_problem(path)
+    assert found == problem if problem is None else problem in found
+
+
+def test_destinations_that_name_nothing() -> None:
+    assert destination_problem(None) is None and destination_problem("http://h/uploads/b%C3%BC") is None
+    assert "control" in destination_problem("http://h/uploads/a%00b")
+    assert "UTF-8" in destination_problem("http://h/uploads/%ff")
+
+
+def test_log_lines_cannot_be_forged() -> None:
+    assert escaped('GET /a"b\\c\r\n127.0.0.1 - admin') == 'GET /a\\"b\\\\c\\x0d\\x0a127.0.0.1 - admin'
+    assert escaped("m\u00fcller", "utf-8") == "m\\xc3\\xbcller"
+
+
+def test_locks_last_an_hour_at_most_and_delete_may_break_them() -> None:
+    assert [locks.capped(t) for t in (None, -1, 60, 10**9)] == [3600, 3600, 60, 3600]
+    manager = locks.BoundedLockManager(lambda name: name == "admin")
+    lock = manager.acquire(url="/uploads/a", lock_type="write", lock_scope="exclusive", lock_depth="infinity",
+                           lock_owner=b"", timeout=-1, principal="alice", token_list=[])
+    assert lock["timeout"] == 3600
+    assert manager.refresh(lock["token"], timeout=None)["timeout"] == 3600
+    assert manager.is_token_locked_by_user(lock["token"], "alice")
+    assert manager.is_token_locked_by_user(lock["token"], "admin")
+    assert not manager.is_token_locked_by_user(lock["token"], "bob")
+    assert not manager.is_token_locked_by_user("opaquelocktoken:none", "admin")
+
+
+def crash(environ: dict, start_response: object) -> list[bytes]:
+    raise RuntimeError("secret detail /etc/orthancfs")
+
+
+@pytest.mark.allow_warnings
+def test_a_500_says_nothing_of_the_exception_and_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    app = error_pages.ErrorPages(None, crash, {})
+    seen = {}
+    body = b"".join(app({"REQUEST_METHOD": "GET", "PATH_INFO": "/x"}, lambda s, h, e=None: seen.update(status=s)))
+    assert seen["status"] == "500 Internal Server Error"
+    assert b"secret" not in body and b"RuntimeError" not in body
+    [record] = [r for r in caplog.records if r.name == "orthancfs.webdav.error_pages"]
+    assert record.levelno == logging.ERROR and record.exc_info[0] is RuntimeError
+
+
+class _Server:
+    timeout = 10.0
+    peercreds_enabled = peercreds_resolve_enabled = False
+
+    def __init__(self) -> None:
+        self.released: list[str] = []
+
+    def release(self, address: str) -> None:
+        self.released.append(address)
+
+
+def test_a_closed_connection_leaves_nothing_to_flush() -> None:
+    """What could not be sent is dropped at close: Python 3.13 reports a flush onto the closed socket
+    when the writer is collected (issue 22)."""
+    ours, theirs = socket.socketpair()
+    server = _Server()
+    conn = connections.GuardedConnection(server, ours, ("127.0.0.1", 1))  # type: ignore[arg-type]
+    theirs.close()
+    with pytest.raises(OSError):
+        for _ in range(64):  # until the dead peer makes a write fail, leaving bytes in the buffer
+            conn.wfile.write(b"x" * 65536)
+    assert conn.wfile._write_buf
+    conn.close()
+    conn.close()
+    assert conn.wfile.closed and not conn.wfile._write_buf and server.released == ["127.0.0.1"]
+    del conn
+    gc.collect()
+
+
+def test_a_request_head_is_complete_only_with_its_blank_line() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        io = connections.AheadIO(ours, 10.0)
+        assert not io.add(b"\r\n") and not io.add(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        assert io.add(b"\r\n")
+        io = connections.AheadIO(ours, 10.0)
+        assert io.add(b"\r\n\r\n\r\n")  # blank lines only: cheroot refuses that without waiting
