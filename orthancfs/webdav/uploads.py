@@ -232,10 +232,12 @@ class UploadFile(_Resource, DAVNonCollection):
         try:
             self.finish(handle, keep_receipt=True)
         except DAVError:
-            if not with_errors:  # (with errors, wsgidav answers itself)
-                if incomplete:
-                    raise DAVError(HTTP_BAD_REQUEST, "the request body was not received whole") from None
+            if not incomplete and not with_errors:  # (with errors, wsgidav answers itself)
                 raise
+        if body.read_error is not None and not with_errors:
+            raise body.read_error  # a client that stopped sending: the error pages answer 408 and close
+        if incomplete and not with_errors:
+            raise DAVError(HTTP_BAD_REQUEST, "the request body was not received whole")
 
     def finish(self, handle: Any, keep_receipt: bool = False) -> None:
         """Close a writer: send its file; the resource then describes what is left (or the receipt)."""
@@ -282,6 +284,7 @@ class PutBody:
         self.offset = 0
         self.failure: OrthancFSError | None = None
         self.incomplete: str | None = None  # why the body could not be read to its end
+        self.read_error: Exception | None = None  # what reading it raised (a timeout, a lost client)
 
     def writelines(self, chunks: Iterable[bytes]) -> None:
         iterator = iter(chunks)
@@ -293,7 +296,7 @@ class PutBody:
                     self.incomplete = f"{self.offset} of its {self.expected} bytes arrived"
                 return
             except Exception as exc:  # noqa: BLE001 - the client went away, timed out, or sent a bad body
-                self.incomplete = str(exc) or type(exc).__name__
+                self.incomplete, self.read_error = str(exc) or type(exc).__name__, exc
                 return
             self._write(chunk)
 
