@@ -53,7 +53,11 @@ other-orthanc: $(OTHER_ROOT)/usr/sbin/Orthanc
 $(OTHER_ROOT)/usr/sbin/Orthanc: | system-deps
 	rm -rf $(OTHER_ROOT).tmp
 	mkdir -p $(dir $(OTHER_ROOT))
-	$(SUDO) debootstrap --variant=minbase --include=orthanc $(OTHER_SUITE) $(OTHER_ROOT).tmp $(DEBIAN_MIRROR)
+	$(SUDO) debootstrap --variant=minbase $(OTHER_SUITE) $(OTHER_ROOT).tmp $(DEBIAN_MIRROR)
+	@# apt, not debootstrap --include: debootstrap does not resolve virtual packages (bookworm's orthanc
+	@# needs one)
+	DEBIAN_FRONTEND=noninteractive $(SUDO) chroot $(OTHER_ROOT).tmp apt-get install -y -q --no-install-recommends orthanc
+	$(SUDO) chroot $(OTHER_ROOT).tmp apt-get clean
 	mv $(OTHER_ROOT).tmp $(OTHER_ROOT)
 
 demo: venv

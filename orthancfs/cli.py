@@ -15,11 +15,12 @@ import logging
 import logging.handlers
 import os
 import sys
+from contextlib import ExitStack
 from typing import Any, NoReturn
 
 from . import __version__
 from .errors import StartupError, UsageError
-from .settings import OPTIONS, Layer, config_layers, environment_layer, parse_mount_options, resolve
+from .settings import OPTIONS, Layer, Settings, config_layers, environment_layer, parse_mount_options, resolve
 
 log = logging.getLogger("orthancfs")
 
@@ -119,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def settings_from(args: argparse.Namespace, environ: dict[str, str], need_mountpoint: bool = True) -> dict[str, Any]:
+def settings_from(args: argparse.Namespace, environ: dict[str, str], need_mountpoint: bool = True) -> Settings:
     """Every setting resolved: flags, then -o options, then environment, then config profile, then defaults."""
     flags = {o.name: (getattr(args, o.name), o.long_flag) for o in OPTIONS if getattr(args, o.name, None) is not None}
     options = parse_mount_options(",".join(getattr(args, "mount_options", [])))
@@ -135,7 +136,7 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str], need_mountp
     config = getattr(args, "config", None) or _raw(options, "config") or environ.get("ORTHANCFS_CONFIG")
     layers = [Layer(flags), options, environment_layer(environ), *config_layers(config, profile)]
     settings = resolve(layers)
-    if need_mountpoint and not settings["mountpoint"]:
+    if need_mountpoint and not settings.mountpoint:
         raise UsageError("no MOUNTPOINT given (on the command line or in the profile)")
     return settings
 
@@ -157,7 +158,7 @@ def run_mount(args: argparse.Namespace) -> int:
     from .mount import mount_from_settings  # pyfuse3 loads only when mounting
 
     settings = settings_from(args, dict(os.environ))
-    setup_logging(settings, background=args.background)
+    setup_logging(settings.debug, settings.log_file, background=args.background)
     if not args.background:
         mount_from_settings(settings)
         return 0
@@ -166,7 +167,7 @@ def run_mount(args: argparse.Namespace) -> int:
     return run_detached(lambda ready: _mount_reporting_errors(settings, ready))
 
 
-def _mount_reporting_errors(settings: dict[str, Any], ready: Any) -> int:
+def _mount_reporting_errors(settings: Settings, ready: Any) -> int:
     from .mount import mount_from_settings
 
     try:
@@ -178,12 +179,19 @@ def _mount_reporting_errors(settings: dict[str, Any], ready: Any) -> int:
 
 
 def run_webdav(args: argparse.Namespace) -> int:
-    from .webdav.server import serve_webdav
+    from .compose import client_settings, open_tree
+    from .service import notify
+    from .webdav.server import attach_access_log, serve_webdav, webdav_options
 
     settings = settings_from(args, dict(os.environ), need_mountpoint=False)
-    setup_logging(settings, background=False)
-    serve_webdav(settings, args.listen, args.users_file, args.cert, args.key, args.windows_names,
-                 args.allow_anonymous, args.allow_insecure_http, args.access_log)
+    setup_logging(settings.debug, settings.log_file, background=False)
+    options = webdav_options(args.listen, args.users_file, args.cert, args.key, args.windows_names,
+                             args.allow_anonymous, args.allow_insecure_http,
+                             settings.allow_delete and not settings.read_only, settings.debug)
+    attach_access_log(args.access_log)
+    connection = client_settings(settings, os.environ)
+    with ExitStack() as stack:
+        serve_webdav(open_tree(settings, connection, stack), options, notify)
     return 0
 
 
@@ -200,7 +208,7 @@ def run_umount(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     from .demo.run import run_demo as demo
 
-    setup_logging({"debug": bool(args.debug), "log_file": None}, background=False)
+    setup_logging(bool(args.debug), None, background=False)
     return demo(args)
 
 
@@ -216,13 +224,13 @@ def _did_you_mean(word: str) -> str:
     return f": did you mean {close[0]!r}?" if close else ""
 
 
-def setup_logging(settings: dict[str, Any], background: bool) -> None:
+def setup_logging(debug: bool, log_file: str | None, background: bool) -> None:
     """Readable on a terminal; plain lines for journald (it adds the time); a file or syslog when detached."""
-    if settings.get("log_file"):
+    if log_file:
         try:
-            handler: logging.Handler = logging.FileHandler(settings["log_file"])
+            handler: logging.Handler = logging.FileHandler(log_file)
         except OSError as exc:
-            raise UsageError(f"cannot open log file {settings['log_file']}: {exc.strerror}") from None
+            raise UsageError(f"cannot open log file {log_file}: {exc.strerror}") from None
         handler.setFormatter(logging.Formatter("%(asctime)s " + LOG_FORMAT))
     elif background:
         handler = _syslog_handler()
@@ -233,7 +241,7 @@ def setup_logging(settings: dict[str, Any], background: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
-    log.setLevel(logging.DEBUG if settings.get("debug") else logging.INFO)
+    log.setLevel(logging.DEBUG if debug else logging.INFO)
 
 
 def _syslog_handler() -> logging.Handler:

@@ -13,7 +13,6 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import UsageError
@@ -42,12 +41,12 @@ def read_private_file(path: str, what: str) -> str:
         raise UsageError(f"cannot read {what} file {path}: {exc.strerror}") from None
 
 
-def find_credentials(settings: Mapping[str, Any], environ: Mapping[str, str]) -> Credentials:
-    user = settings.get("user")
-    token = _secret("token", settings.get("token_file"), environ)
-    password = _secret("password", settings.get("password_file"), environ)
+def find_credentials(*, url: str, user: str | None, password_file: str | None, token_file: str | None,
+                     environ: Mapping[str, str]) -> Credentials:
+    token = _secret("token", token_file, environ)
+    password = _secret("password", password_file, environ)
     if password is None and token is None:
-        user, password = _from_netrc(settings["url"], user, environ)
+        user, password = _from_netrc(url, user, environ)
     if password is not None and not user:
         # -o user= is mount(8)'s own option, which it keeps from us: say which spelling works.
         raise UsageError("a password was given but no user (set --user, -o username= in fstab, "

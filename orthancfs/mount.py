@@ -1,31 +1,25 @@
 """Mounting: from resolved settings to a served file system, and back.
 
-One ExitStack owns every lifetime (client, tree), so teardown runs in reverse
-order even when start-up fails half way.
+The tree comes from the composition root (compose.py), as the WebDAV server's does.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import signal
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
-from pathlib import Path
-from typing import Any
 
 import pyfuse3
 import trio
 
-from .credentials import find_credentials
-from .errors import AccessDenied, NotFound, OrthancFSError, OrthancUnavailable, StartupError, UsageError
+from .compose import client_settings, open_tree
+from .errors import StartupError
 from .fuse.operations import FuseSettings, OrthancOperations
 from .fuse.readahead import raise_readahead
-from .gc_tuning import tune_for_large_listings
-from .orthanc import ClientSettings, OrthancClient, validate_url
 from .service import notify
-from .tree import Tree, WritePolicy
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -50,82 +44,22 @@ def check_fuse_device(device: str = "/dev/fuse") -> None:
         raise StartupError(f"FUSE is not available: {device} is missing (load the fuse module, install fuse3)")
 
 
-def client_settings(settings: dict[str, Any], environ: dict[str, str]) -> ClientSettings:
-    url = validate_url(settings["url"])
-    for name in ("ca_file", "client_cert", "client_key"):
-        if settings[name] and not os.access(settings[name], os.R_OK):
-            raise UsageError(f"cannot read {name.replace('_', ' ')} {settings[name]}")
-    found = find_credentials({**settings, "url": url}, environ)
-    return ClientSettings(url, found.user, found.password, settings["ca_file"], settings["insecure"],
-                          token=found.token, client_cert=settings["client_cert"], client_key=settings["client_key"],
-                          timeout=settings["timeout"])
-
-
-def prepare_cache_dir(path: str, url: str) -> tuple[str, Path]:
-    """Create (private to its owner) the spool directory and this server's upload staging area."""
-    state = Path(path) / "uploads" / hashlib.sha256(url.encode()).hexdigest()[:16]
-    spool = Path(path) / "spool"
-    try:
-        for directory in (path, spool, state):
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create cache directory {path}: {exc.strerror}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise UsageError(f"cache directory {path} is not writable")
-    return str(spool), state
-
-
-def connect(client: OrthancClient) -> str:
-    """Check that Orthanc answers as Orthanc; its version, or StartupError."""
-    url = client.base_url
-    try:
-        system = client.system
-    except OrthancUnavailable as exc:
-        raise StartupError(str(exc)) from None
-    except AccessDenied as exc:
-        raise StartupError(f"Orthanc at {url} refused the credentials ({exc})") from None
-    except NotFound:
-        raise StartupError(f"{url} does not look like Orthanc (no /system)") from None
-    except OrthancFSError as exc:
-        raise StartupError(f"{url}: {exc}") from None
-    if not isinstance(system, dict) or "Version" not in system:
-        raise StartupError(f"{url} does not look like Orthanc (odd /system answer)")
-    return client.capabilities.version_text
-
-
-def open_tree(settings: dict[str, Any], connection: ClientSettings, stack: ExitStack) -> tuple[Tree, str]:
-    """Connect to Orthanc and build the tree that both servers serve, closed by `stack`; the tree
-    and Orthanc's version."""
-    spool_dir, state_dir = prepare_cache_dir(settings["cache_dir"], connection.url)
-    tune_for_large_listings()
-    client = OrthancClient(connection)
-    stack.callback(client.close)
-    version = connect(client)
-    policy = WritePolicy(uploads=not settings["no_upload"], deletes=settings["allow_delete"],
-                         read_only=settings["read_only"])
-    tree = Tree(client, state_dir, metadata_ttl=settings["metadata_ttl"], spool_dir=spool_dir, policy=policy,
-                content_cache_bytes=settings["cache_size"], bulk_limit=settings["bulk_limit"])
-    stack.callback(tree.close)
-    return tree, version
-
-
-def mount_from_settings(settings: dict[str, Any], ready_callbacks: Iterable[Callable[[], None]] = (),
+def mount_from_settings(settings: Settings, ready_callbacks: Iterable[Callable[[], None]] = (),
                         on_ready: Callable[[], None] | None = None) -> None:
     """Connect, build the tree, mount it and serve until unmounted or stopped."""
-    connection = client_settings(settings, dict(os.environ))
-    mountpoint = check_mountpoint(settings["mountpoint"])
+    connection = client_settings(settings, os.environ)
+    mountpoint = check_mountpoint(settings.mountpoint or "")
     check_fuse_device()
     with ExitStack() as stack:
-        tree, version = open_tree(settings, connection, stack)
-        client = tree.client
-        log.info("connected to Orthanc %s at %s", version, client.base_url)
-        fuse = FuseSettings(uid=settings["uid"], gid=settings["gid"], umask=settings["umask"],
-                            cache_timeout=settings["metadata_ttl"], mountpoint=os.path.realpath(mountpoint))
-        status = f"STATUS=Serving {client.base_url} (Orthanc {version}) at {mountpoint}"
+        opened = open_tree(settings, connection, stack)
+        log.info("connected to Orthanc %s at %s", opened.version, opened.source)
+        fuse = FuseSettings(uid=settings.uid, gid=settings.gid, umask=settings.umask,
+                            cache_timeout=settings.metadata_ttl, mountpoint=os.path.realpath(mountpoint))
+        status = f"STATUS=Serving {opened.source} (Orthanc {opened.version}) at {mountpoint}"
         callbacks = [*ready_callbacks, lambda: notify(f"READY=1\n{status}")]
-        options = {"ro"} if settings["read_only"] else set()
-        options |= {"allow_other"} if settings["allow_other"] else set()
-        serve(OrthancOperations(tree, fuse), mountpoint, client.base_url, callbacks, on_ready, options)
+        options = {"ro"} if settings.read_only else set()
+        options |= {"allow_other"} if settings.allow_other else set()
+        serve(OrthancOperations(opened.tree, fuse), mountpoint, opened.source, callbacks, on_ready, options)
 
 
 def serve(ops: OrthancOperations, mountpoint: str, source: str, ready_callbacks: Iterable[Callable[[], None]] = (),

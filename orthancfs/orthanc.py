@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import ipaddress
 import logging
 import os
 import re
@@ -38,6 +37,7 @@ from .errors import (
     UploadRejected,
     UsageError,
 )
+from .settings import is_loopback
 from .splice import FileWriteError, splice_into, takes_splice, write_at
 
 log = logging.getLogger(__name__)
@@ -446,15 +446,6 @@ class Health:
             recovered, self._failure, self._answered = self._failure is not None, None, True
         if recovered:
             log.info("Orthanc at %s answers again", self.url)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _raise_for_status(method: str, path: str, response: requests.Response) -> None:

@@ -9,9 +9,10 @@ or systemd credentials (see credentials.py).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,17 @@ from .errors import UsageError
 BULK_LIMIT = 50_000  # default of bulk_limit (see tree/index.py); here so that the CLI stays light to import
 
 SYSTEM_CONFIG = Path("/etc/orthancfs/orthancfs.conf")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an address) is this machine's loopback: what nobody else can reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
 
 
 def user_config() -> Path:
@@ -127,36 +139,51 @@ class Option:
         return "--" + self.name.replace("_", "-")
 
 
-OPTIONS = [
-    Option("url", _text, "http://localhost:8042", "Orthanc's REST API", "URL"),
-    Option("user", _text, None, "HTTP basic-auth user name", "NAME"),
-    Option("password_file", _text, None, "file holding the password; must not be readable by group or others",
-           "FILE"),
-    Option("token_file", _text, None, "file holding a bearer token (Orthanc behind an authenticating proxy)",
-           "FILE"),
-    Option("ca_file", _text, None, "CA bundle to verify Orthanc's TLS certificate", "FILE"),
-    Option("client_cert", _text, None, "TLS client certificate (PEM), for a proxy that asks for one", "FILE"),
-    Option("client_key", _text, None, "private key of the client certificate, if not in the same file", "FILE"),
-    Option("insecure", _bool, False, "do not verify Orthanc's TLS certificate"),
-    Option("timeout", _positive_seconds, 30.0, "give up (EIO) when Orthanc is silent this long", "SECONDS"),
-    Option("metadata_ttl", _seconds, 10.0, "how long listings and attributes are trusted; 0 asks every time",
-           "SECONDS"),
-    Option("bulk_limit", _count, BULK_LIMIT, "list from whole-level lists while Orthanc holds at most this many "
-           "resources (patients, studies, series and instances); 0: always folder by folder", "N"),
-    Option("uid", _id, os.getuid(), "owner of every file", "UID"),
-    Option("gid", _id, os.getgid(), "group of every file", "GID"),
-    Option("umask", _umask, 0o022, "permission bits to remove, in octal", "OCTAL"),
-    Option("allow_other", _bool, False, "let other users see the mount (non-root: needs user_allow_other)"),
-    Option("cache_dir", _text, default_cache_dir(), "where uploads are staged and downloads spooled", "DIR"),
-    Option("cache_size", _size, 1 << 30, "how much downloaded content to keep on disk for re-reads (K/M/G)",
-           "SIZE"),
-    Option("no_upload", _bool, False, "make uploads/ read-only"),
-    Option("allow_delete", _bool, False, "let rm and rmdir in the views delete from Orthanc"),
-    Option("read_only", _bool, False, "refuse every change (EROFS)"),
-    Option("debug", _bool, False, "log every request"),
-    Option("log_file", _text, None, "log to this file instead of stderr", "FILE"),
-    Option("mountpoint", _text, None, "where to mount, if not given as MOUNTPOINT", "DIR"),
-]
+def _setting(parse: Callable[[str], Any], default: Any, help: str, metavar: str = "") -> Any:  # noqa: A002
+    """A field of Settings, with how its option is parsed and described (metavar: none for a switch)."""
+    return field(default=default, metadata={"parse": parse, "help": help, "metavar": metavar})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting, resolved: one field per option (`-o name=`, `--name`, ORTHANCFS_NAME, the config
+    file), its parser and help in the field's metadata.  What both servers are built from."""
+
+    url: str = _setting(_text, "http://localhost:8042", "Orthanc's REST API", "URL")
+    user: str | None = _setting(_text, None, "HTTP basic-auth user name", "NAME")
+    password_file: str | None = _setting(_text, None, "file holding the password; must not be readable by group "
+                                         "or others", "FILE")
+    token_file: str | None = _setting(_text, None, "file holding a bearer token (Orthanc behind an authenticating "
+                                      "proxy)", "FILE")
+    ca_file: str | None = _setting(_text, None, "CA bundle to verify Orthanc's TLS certificate", "FILE")
+    client_cert: str | None = _setting(_text, None, "TLS client certificate (PEM), for a proxy that asks for one",
+                                       "FILE")
+    client_key: str | None = _setting(_text, None, "private key of the client certificate, if not in the same file",
+                                      "FILE")
+    insecure: bool = _setting(_bool, False, "do not verify Orthanc's TLS certificate")
+    timeout: float = _setting(_positive_seconds, 30.0, "give up (EIO) when Orthanc is silent this long", "SECONDS")
+    metadata_ttl: float = _setting(_seconds, 10.0, "how long listings and attributes are trusted; 0 asks every "
+                                   "time", "SECONDS")
+    bulk_limit: int = _setting(_count, BULK_LIMIT, "list from whole-level lists while Orthanc holds at most this "
+                               "many resources (patients, studies, series and instances); 0: always folder by folder",
+                               "N")
+    uid: int = _setting(_id, os.getuid(), "owner of every file", "UID")
+    gid: int = _setting(_id, os.getgid(), "group of every file", "GID")
+    umask: int = _setting(_umask, 0o022, "permission bits to remove, in octal", "OCTAL")
+    allow_other: bool = _setting(_bool, False, "let other users see the mount (non-root: needs user_allow_other)")
+    cache_dir: str = _setting(_text, default_cache_dir(), "where uploads are staged and downloads spooled", "DIR")
+    cache_size: int = _setting(_size, 1 << 30, "how much downloaded content to keep on disk for re-reads (K/M/G)",
+                               "SIZE")
+    no_upload: bool = _setting(_bool, False, "make uploads/ read-only")
+    allow_delete: bool = _setting(_bool, False, "let rm and rmdir in the views delete from Orthanc")
+    read_only: bool = _setting(_bool, False, "refuse every change (EROFS)")
+    debug: bool = _setting(_bool, False, "log every request")
+    log_file: str | None = _setting(_text, None, "log to this file instead of stderr", "FILE")
+    mountpoint: str | None = _setting(_text, None, "where to mount, if not given as MOUNTPOINT", "DIR")
+
+
+OPTIONS = [Option(f.name, f.metadata["parse"], f.default, f.metadata["help"], f.metadata["metavar"])
+           for f in fields(Settings)]
 BY_NAME = {option.name: option for option in OPTIONS}
 
 # -o options that mount(8), fstab or systemd use, meaningless to us: accepted and ignored.
@@ -254,10 +281,10 @@ def config_layers(explicit: str | None, profile: str | None) -> list[Layer]:
     return layers + [Layer(sections.get("defaults", {})) for sections in files]
 
 
-def resolve(layers: Iterable[Layer]) -> dict[str, Any]:
+def resolve(layers: Iterable[Layer]) -> Settings:
     """One value per option: the first layer that sets it wins; each value parsed and checked."""
     layers = list(layers)
-    result = {}
+    result: dict[str, Any] = {}
     for option in OPTIONS:
         for layer in layers:
             if option.name in layer.values:
@@ -269,4 +296,4 @@ def resolve(layers: Iterable[Layer]) -> dict[str, Any]:
                 break
         else:
             result[option.name] = option.default
-    return result
+    return Settings(**result)

@@ -46,25 +46,25 @@ def test_precedence_flag_then_o_then_env_then_profile_then_defaults(tmp_path: Pa
                             "[profile p]\ntimeout = 3\nmetadata_ttl = 4\nuid = 12\nurl = http://from-profile:1\n")
     env = {"ORTHANCFS_TIMEOUT": "5", "ORTHANCFS_METADATA_TTL": "6"}
     found = settings(["--config", str(conf), "--profile", "p", "-o", "timeout=7", "--timeout", "8", "/mnt"], env)
-    assert found["timeout"] == 8  # flag
+    assert found.timeout == 8  # flag
     found = settings(["--config", str(conf), "--profile", "p", "-o", "timeout=7", "/mnt"], env)
-    assert found["timeout"] == 7  # -o
-    assert found["metadata_ttl"] == 6  # environment
-    assert found["uid"] == 12  # profile
-    assert found["umask"] == 0o077  # [defaults]
-    assert found["gid"] is not None and found["url"] == "http://from-profile:1"
-    assert settings(["--config", str(conf), "/mnt"], {})["timeout"] == 1  # no profile: [defaults] only
+    assert found.timeout == 7  # -o
+    assert found.metadata_ttl == 6  # environment
+    assert found.uid == 12  # profile
+    assert found.umask == 0o077  # [defaults]
+    assert found.gid is not None and found.url == "http://from-profile:1"
+    assert settings(["--config", str(conf), "/mnt"], {}).timeout == 1  # no profile: [defaults] only
 
 
 def test_source_is_a_url_or_a_profile_and_the_profile_can_name_the_mountpoint(tmp_path: Path) -> None:
     conf = config(tmp_path, "[profile main]\nurl = http://pacs:8042\nmountpoint = /mnt/pacs\n")
     found = settings(["--config", str(conf), "main"])  # one positional: the MOUNTPOINT...
-    assert found["mountpoint"] == "main"
+    assert found.mountpoint == "main"
     found = settings(["--config", str(conf), "--profile", "main"])
-    assert (found["url"], found["mountpoint"]) == ("http://pacs:8042", "/mnt/pacs")
+    assert (found.url, found.mountpoint) == ("http://pacs:8042", "/mnt/pacs")
     found = settings(["--config", str(conf), "main", "/elsewhere"])  # SOURCE naming a profile
-    assert (found["url"], found["mountpoint"]) == ("http://pacs:8042", "/elsewhere")
-    assert settings(["http://other:1", "/x"])["url"] == "http://other:1"
+    assert (found.url, found.mountpoint) == ("http://pacs:8042", "/elsewhere")
+    assert settings(["http://other:1", "/x"]).url == "http://other:1"
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -121,7 +121,7 @@ def test_username_is_the_user_in_mount_options() -> None:
     """mount(8) takes `user` for itself (and passes user=LOGIN for user mounts): `username=` as cifs spells it."""
     assert parse_mount_options("username=alice").values == {"user": ("alice", "-o username")}
     assert parse_mount_options("user,user=bob").values == {}
-    assert settings(["-o", "username=alice,password_file=/pw", "/mnt"])["user"] == "alice"
+    assert settings(["-o", "username=alice,password_file=/pw", "/mnt"]).user == "alice"
 
 
 def test_missing_config_or_profile(tmp_path: Path) -> None:
@@ -144,25 +144,26 @@ def test_credentials_sources_in_order(tmp_path: Path) -> None:
     private(credentials / "password", "from-systemd\n")
     file = private(tmp_path / "pw", "from-file\n")
     env = {"CREDENTIALS_DIRECTORY": str(credentials), "ORTHANCFS_PASSWORD": "from-env", "HOME": str(tmp_path)}
-    assert find_credentials({**base, "password_file": str(file)}, env).password == "from-file"
-    assert find_credentials(base, env).password == "from-systemd"
-    assert find_credentials(base, {"ORTHANCFS_PASSWORD": "from-env"}).password == "from-env"
+    assert find_credentials(**{**base, "password_file": str(file)}, environ=env).password == "from-file"
+    assert find_credentials(**base, environ=env).password == "from-systemd"
+    assert find_credentials(**base, environ={"ORTHANCFS_PASSWORD": "from-env"}).password == "from-env"
     private(tmp_path / ".netrc", "machine pacs login bob password from-netrc\n")
-    found = find_credentials({**base, "user": None}, {"HOME": str(tmp_path)})
+    found = find_credentials(**{**base, "user": None}, environ={"HOME": str(tmp_path)})
     assert (found.user, found.password) == ("bob", "from-netrc")
-    assert find_credentials({**base, "url": "http://other:1", "user": None}, {"HOME": str(tmp_path)}).password is None
+    other = {**base, "url": "http://other:1", "user": None}
+    assert find_credentials(**other, environ={"HOME": str(tmp_path)}).password is None
     token = private(tmp_path / "token", "t0k3n\n")
-    assert find_credentials({**base, "token_file": str(token)}, {}).token == "t0k3n"
-    assert "from-file" not in repr(find_credentials({**base, "password_file": str(file)}, {}))
+    assert find_credentials(**{**base, "token_file": str(token)}, environ={}).token == "t0k3n"
+    assert "from-file" not in repr(find_credentials(**{**base, "password_file": str(file)}, environ={}))
 
 
 def test_secret_files_readable_by_others_are_refused(tmp_path: Path) -> None:
     base = {"url": "http://pacs:8042", "user": "alice", "password_file": None, "token_file": None}
     shared = private(tmp_path / "pw", "x", mode=0o640)
     with pytest.raises(UsageError, match="chmod 600"):
-        find_credentials({**base, "password_file": str(shared)}, {})
+        find_credentials(**{**base, "password_file": str(shared)}, environ={})
     private(tmp_path / ".netrc", "machine pacs login bob password p\n", mode=0o644)
     with pytest.raises(UsageError, match="netrc is accessible"):
-        find_credentials({**base, "user": None}, {"HOME": str(tmp_path)})
+        find_credentials(**{**base, "user": None}, environ={"HOME": str(tmp_path)})
     with pytest.raises(UsageError, match="no user"):
-        find_credentials({**base, "user": None}, {"ORTHANCFS_PASSWORD": "p"})
+        find_credentials(**{**base, "user": None}, environ={"ORTHANCFS_PASSWORD": "p"})

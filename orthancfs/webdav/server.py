@@ -12,7 +12,8 @@ import logging
 import os
 import signal
 import threading
-from contextlib import ExitStack
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from cheroot.ssl.builtin import BuiltinSSLAdapter
@@ -20,10 +21,9 @@ from wsgidav.dir_browser import WsgiDavDirBrowser
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
+from ..compose import Opened
 from ..errors import StartupError, UsageError
-from ..mount import client_settings, open_tree
-from ..orthanc import is_loopback
-from ..service import notify
+from ..settings import is_loopback
 from ..tree import Tree
 from . import locks
 from .access import role_of_user
@@ -123,31 +123,43 @@ def attach_access_log(path: str | None) -> None:
     access.propagate = False
 
 
-def serve_webdav(settings: dict[str, Any], listen: str, users_file: str | None, cert: str | None,
-                 key: str | None, windows_names: bool, allow_anonymous: bool, allow_insecure_http: bool = False,
-                 access_log: str | None = None) -> None:
+@dataclass(frozen=True)
+class WebDAVOptions:
+    """How to serve: checked before anything connects to Orthanc (a mistake costs nothing)."""
+
+    host: str
+    port: int
+    users: dict[str, User]
+    cert: str | None
+    key: str | None
+    windows_names: bool
+    debug: bool
+
+
+def webdav_options(listen: str, users_file: str | None, cert: str | None, key: str | None, windows_names: bool,
+                   allow_anonymous: bool, allow_insecure_http: bool, allow_delete: bool, debug: bool) -> WebDAVOptions:
     host, port = parse_listen(listen)
-    deletes = bool(settings.get("allow_delete")) and not settings.get("read_only")
-    users = check_access_settings(host, users_file, allow_anonymous, allow_insecure_http, deletes, cert, key)
-    attach_access_log(access_log)
-    connection = client_settings(settings, dict(os.environ))
-    with ExitStack() as stack:
-        tree, version = open_tree(settings, connection, stack)
-        client = tree.client
-        server = GuardedServer((host, port), webdav_app(tree, users, windows_names, settings["debug"]))
-        if cert:
-            server.ssl_adapter = BuiltinSSLAdapter(cert, key)
-        scheme = "https" if cert else "http"
-        try:
-            server.prepare()
-        except OSError as exc:
-            raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-        log.info("serving Orthanc %s (%s) as WebDAV on %s://%s:%s/", version, client.base_url, scheme, host, port)
-        notify(f"READY=1\nSTATUS=Serving {client.base_url} as WebDAV on {scheme}://{host}:{port}/")
-        _serve_until_signal(server)
+    users = check_access_settings(host, users_file, allow_anonymous, allow_insecure_http, allow_delete, cert, key)
+    return WebDAVOptions(host, port, users, cert, key, windows_names, debug)
 
 
-def _serve_until_signal(server: GuardedServer) -> None:
+def serve_webdav(opened: Opened, options: WebDAVOptions, announce: Callable[[str], None]) -> None:
+    """Serve `opened.tree` until SIGTERM or SIGINT; `announce` tells systemd how things stand."""
+    host, port = options.host, options.port
+    server = GuardedServer((host, port), webdav_app(opened.tree, options.users, options.windows_names, options.debug))
+    if options.cert:
+        server.ssl_adapter = BuiltinSSLAdapter(options.cert, options.key)
+    scheme = "https" if options.cert else "http"
+    try:
+        server.prepare()
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    log.info("serving Orthanc %s (%s) as WebDAV on %s://%s:%s/", opened.version, opened.source, scheme, host, port)
+    announce(f"READY=1\nSTATUS=Serving {opened.source} as WebDAV on {scheme}://{host}:{port}/")
+    _serve_until_signal(server, announce)
+
+
+def _serve_until_signal(server: GuardedServer, announce: Callable[[str], None]) -> None:
     """Serve in a thread; the main thread waits for SIGTERM/SIGINT, then stops the server in order:
     no new connections, the idle ones closed, requests under way finished (or cut after cheroot's
     shutdown timeout), every connection closed, then the serving thread joined, before the tree
@@ -163,7 +175,7 @@ def _serve_until_signal(server: GuardedServer) -> None:
         serving.start()
         signum = signal.sigwait(stops)
         log.info("%s received: stopping the WebDAV server", signal.Signals(signum).name)
-        notify("STOPPING=1")
+        announce("STOPPING=1")
         server.stop()
         serving.join(STOP_SECONDS)
     finally:
