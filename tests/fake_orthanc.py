@@ -254,7 +254,10 @@ class RestApi:
         return json_answer(self.store.lookup(call.body.decode("utf-8", "replace")))
 
     def changes(self, call: Call) -> Answer:
-        since, limit = call.integer("since"), call.integer("limit")
+        try:
+            since, limit = call.integer("since"), call.integer("limit")
+        except OrthancError:  # Orthanc reads a bad number here as "from the start", not as an error
+            since, limit = 0, None
         return json_answer(self.store.changes(since or 0, DEFAULT_CHANGES_LIMIT if limit is None else limit))
 
     def clear_changes(self, call: Call) -> Answer:

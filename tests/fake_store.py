@@ -9,8 +9,7 @@ test_fake_orthanc.py; where the two differ, the store follows the version it is 
 - from 1.11 the series and studies have a few more main DICOM tags.
 
 Not modelled: stability (`IsStable` stays false, no Stable* changes: the conformance test sets
-Orthanc's StableAge far away), expected instance counts (`Status` is "Unknown"), ZIP uploads,
-overwriting, labels, metadata, compression.
+Orthanc's StableAge far away), ZIP uploads, overwriting, labels, metadata, compression.
 """
 
 from __future__ import annotations
@@ -18,9 +17,11 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
+import math
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
+from pydicom.tag import Tag
 
 from orthancfs.tree.index import orthanc_id
 
@@ -43,8 +45,10 @@ ID_TAGS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID
 COUNT_KEYS = {"patients": "CountPatients", "studies": "CountStudies", "series": "CountSeries",
               "instances": "CountInstances"}
 NEW = {"patients": "NewPatient", "studies": "NewStudy", "series": "NewSeries", "instances": "NewInstance"}
+UNDEFINED_LENGTH = 0xFFFFFFFF
 MAX_TAG_BYTES = 256  # Orthanc keeps no main tag value longer than this (ORTHANC_MAXIMUM_TAG_LENGTH)
 LABELS_FROM = (1, 12, 0)
+_PARSING = threading.Lock()
 SORTED_FROM = (1, 12, 5)
 
 MAIN_TAGS_1_10 = {
@@ -109,6 +113,7 @@ class Resource:
     children: dict[str, Resource] = field(default_factory=dict)
     last_update: str = ""
     patient_tags: dict[str, str] = field(default_factory=dict)  # studies: the patient's, as they came
+    expected: int | None = None  # series: how many instances its first file announced
     data: bytes = b""  # instances: the file
     uuid: str = ""  # instances: its attachment's
     md5: str = ""
@@ -179,6 +184,8 @@ class FakeStore:
                 resource = Resource(level, ident, next(self._serials), self._main_tags(dataset, level), parent)
                 if level == "studies":
                     resource.patient_tags = self._main_tags(dataset, "patients")
+                elif level == "series":
+                    resource.expected = expected_instances(dataset)
                 self._levels[level][ident] = resource
                 if parent is not None:
                     parent.children[ident] = resource
@@ -262,7 +269,7 @@ class FakeStore:
         if level == "studies":
             document["PatientMainDicomTags"] = dict(resource.patient_tags)
         elif level == "series":
-            document.update(ExpectedNumberOfInstances=None, Status="Unknown")
+            document.update(ExpectedNumberOfInstances=resource.expected, Status=series_status(resource))
         elif level == "instances":
             document.update(FileSize=len(resource.data), FileUuid=resource.uuid,
                             IndexInSeries=index_in_series(resource.tags))
@@ -314,12 +321,14 @@ class FakeStore:
     def lookup(self, value: str) -> list[dict[str, str]]:
         """`POST /tools/lookup`: patients by PatientID, studies, series and instances by UID.
 
-        Orthanc compares normalized identifiers (see normalized_identifier)."""
+        Orthanc compares normalized identifiers (see normalized_identifier), and refuses wildcards."""
+        if "*" in value or "?" in value:
+            raise OrthancError(400, "Parameter out of range", 3, "Wildcards are not allowed on tag 0010,0020")
         wanted = normalized_identifier(value)
         with self._lock:
             return [resource.reference() for level, tag in zip(LEVELS, ID_TAGS, strict=True)
                     for resource in self._ordered(self._levels[level].values())
-                    if normalized_identifier(resource.tags.get(tag, "")) == wanted]
+                    if tag in resource.tags and normalized_identifier(resource.tags[tag]) == wanted]
 
     def changes(self, since: int, limit: int) -> dict[str, Any]:
         """`GET /changes`: what was added after `since`, `limit` entries at most."""
@@ -341,45 +350,96 @@ class FakeStore:
 
 
 def parse(body: bytes) -> Dataset:
-    """The dataset of a Part-10 file, or the error Orthanc answers for it."""
+    """The dataset of a Part-10 file, or the error Orthanc answers for it.
+
+    Values are read at once and without pydicom's warnings (Orthanc takes over-long or badly
+    formatted values as they are); the warnings filter is process-wide, so one parse at a time."""
     if not body:
         raise OrthancError(400, "Bad file format", 15, "Received an empty DICOM file")
     try:
-        return dcmread(io.BytesIO(body), stop_before_pixels=True)
+        with _PARSING, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = dcmread(io.BytesIO(body))
+            if _cut_short(dataset, len(body)):
+                raise EOFError("the file ends inside an element")
+            list(dataset)  # converts each raw value now, under the filter
+            return dataset
     except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, TypeError) as exc:
         raise OrthancError(400, "Bad file format", 15,
                            f"Cannot parse an invalid DICOM file (size: {len(body)} bytes)") from exc
 
 
+def _cut_short(dataset: Dataset, size: int) -> bool:
+    """Whether the file does not end where its last element does: pydicom reads a file cut short
+    as far as it goes, DCMTK (and so Orthanc) refuses it.  Asked before values are converted: a
+    raw element knows where it was read."""
+    for group in (dataset, getattr(dataset, "file_meta", Dataset())):
+        if len(group):
+            last = group.get_item(next(reversed(group.keys())))
+            if last.length == UNDEFINED_LENGTH:  # ends with its delimiter: pydicom checked it
+                return False
+            return last.value_tell + last.length != size
+    return True
+
+
 def instance_identifiers(dataset: Dataset) -> tuple[str, ...]:
-    """PatientID (may be missing: then "") and the three UIDs (must not: 404 "Inexistent tag")."""
+    """PatientID (may be missing: then "") and the three UIDs (must not: 404 "Inexistent tag"),
+    as Orthanc hashes them: trailing spaces stripped, leading ones kept."""
     values = []
     for keyword in ID_TAGS:
         found = element(dataset, keyword)
         if found is None and keyword != "PatientID":
             raise OrthancError(404, "Inexistent tag", 21)
-        values.append("" if found is None else str(found.value or "").strip())
+        values.append("" if found is None else text_of(found.value))
     return tuple(values)
 
 
 def element(dataset: Dataset, keyword: str) -> DataElement | None:
-    return dataset[keyword] if keyword in dataset else None
+    return dataset.get(Tag(keyword))  # by tag: by keyword, get() would give the value
 
 
 def tag_text(element: DataElement | None) -> str | None:
-    """A main tag's value as Orthanc shows it (multiple values joined by backslashes, padding
-    stripped); None where Orthanc keeps nothing (absent, binary, a sequence, too long)."""
+    """A main tag's value as Orthanc shows it; None where Orthanc keeps nothing (absent, binary,
+    a sequence, too long)."""
     if element is None or element.VR == "SQ" or isinstance(element.value, bytes):
         return None
-    value = element.value
-    if value is None:
-        text = ""
-    elif isinstance(value, MultiValue):
-        text = "\\".join(str(item) for item in value)
-    else:
-        text = str(value)
-    text = text.strip()
+    text = text_of(element.value)
     return None if len(text.encode("utf-8")) > MAX_TAG_BYTES else text
+
+
+def text_of(value: Any) -> str:
+    """A value as the string it was in the file: several values joined by backslashes again
+    (a PatientID `DUP\\1` is one string to Orthanc), trailing spaces stripped (not leading ones)."""
+    if value is None:
+        return ""
+    if isinstance(value, MultiValue):
+        return "\\".join(str(item) for item in value).rstrip(" ")
+    return str(value).rstrip(" ")
+
+
+def expected_instances(dataset: Dataset) -> int | None:
+    """What a series' first file says its size is, as Orthanc reads it (ComputeExpectedNumberOfInstances)."""
+    for first, second in (("ImagesInAcquisition", "NumberOfTemporalPositions"),
+                          ("NumberOfSlices", "NumberOfTimeSlices"), ("CardiacNumberOfImages", None)):
+        values = [text_of(dataset.get(keyword)) for keyword in (first, second) if keyword]
+        if all(values):
+            try:
+                return math.prod(int(value) for value in values)
+            except ValueError:
+                return None
+    return None
+
+
+def series_status(series: Resource) -> str:
+    """Orthanc's series status: Unknown without an expected count, else whether the instance indexes fill 1..n."""
+    if series.expected is None or series.expected < 0:
+        return "Unknown"
+    indexes = [index_in_series(instance.tags) for instance in series.children.values()]
+    if None in indexes:
+        return "Unknown"
+    if len(set(indexes)) < len(indexes) or not all(0 < index <= series.expected for index in indexes):
+        return "Inconsistent"
+    return "Complete" if len(indexes) == series.expected else "Missing"
 
 
 def index_in_series(tags: dict[str, str]) -> int | None:
