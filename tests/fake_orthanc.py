@@ -35,6 +35,7 @@ from urllib.parse import parse_qs, urlsplit
 from pydicom.datadict import tag_for_keyword
 
 from orthancfs.orthanc import ClientSettings, OrthancClient
+from orthancfs.tree.index import orthanc_id
 
 from .fake_store import (
     LEVELS,
@@ -307,11 +308,11 @@ class FakeOrthanc:
         self.api = RestApi(self)
         self.requests: list[str] = []
         self.connections = 0
-        self.server_identifier = "fa4e0000-0000-0000-0000-000000000000"
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._http = _HttpServer(self)
         self.port: int = self._http.server_address[1]
+        self.server_identifier = orthanc_id("FakeOrthanc", self.url)  # 1.12's DatabaseServerIdentifier
         self._thread: threading.Thread | None = None
 
     @property

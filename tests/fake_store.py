@@ -5,7 +5,8 @@ test_fake_orthanc.py; where the two differ, the store follows the version it is 
 
 - from 1.12.0 every resource carries `Labels` (always empty here);
 - from 1.12.5 (the "extended find" rewrite) lists, child ID lists and child routes are sorted by
-  Orthanc ID, where 1.10 answers in creation order (Orthanc's internal IDs);
+  Orthanc ID, where 1.10 answers in creation order (Orthanc's internal IDs); `limit=0` means no
+  limit, where 1.10 answers nothing; /changes says which Seq its page starts at (`First`);
 - from 1.11 the series and studies have a few more main DICOM tags.
 
 Not modelled: stability (`IsStable` stays false, no Stable* changes: the conformance test sets
@@ -49,7 +50,7 @@ UNDEFINED_LENGTH = 0xFFFFFFFF
 MAX_TAG_BYTES = 256  # Orthanc keeps no main tag value longer than this (ORTHANC_MAXIMUM_TAG_LENGTH)
 LABELS_FROM = (1, 12, 0)
 _PARSING = threading.Lock()
-SORTED_FROM = (1, 12, 5)
+EXTENDED_FROM = (1, 12, 5)  # extended find and changes: a rewrite of the lookups (seen in 1.12.7)
 
 MAIN_TAGS_1_10 = {
     "patients": ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "OtherPatientIDs"),
@@ -249,7 +250,7 @@ class FakeStore:
             raise Missing(f"/{level}/{ident}") from None
 
     def _ordered(self, resources: Iterable[Resource]) -> list[Resource]:
-        if self.version >= SORTED_FROM:
+        if self.version >= EXTENDED_FROM:
             return sorted(resources, key=lambda resource: resource.id)
         return sorted(resources, key=lambda resource: resource.serial)
 
@@ -282,7 +283,8 @@ class FakeStore:
         with self._lock:
             resources = self._ordered(self._levels[level].values())
             if since is not None and limit is not None:
-                resources = resources[since : since + limit]
+                unlimited = limit == 0 and self.version >= EXTENDED_FROM
+                resources = resources[since:] if unlimited else resources[since : since + limit]
             return [self._document(r) if expand else r.id for r in resources]
 
     def descendants(self, level: str, ident: str, below: str) -> list[dict[str, Any]]:
@@ -300,7 +302,7 @@ class FakeStore:
                 for resource in current:
                     found[:0] = self._ordered(resource.children.values())
                 current = found
-            if self.version >= SORTED_FROM:
+            if self.version >= EXTENDED_FROM:
                 current = self._ordered(current)
             return [self._document(resource) for resource in current]
 
@@ -337,7 +339,7 @@ class FakeStore:
             page = after[:limit]
             answer: dict[str, Any] = {"Changes": [change.document() for change in page], "Done": len(after) <= limit,
                                       "Last": page[-1].seq if page else self._last_seq}
-            if page and self.version >= SORTED_FROM:  # 1.12.5's "extended changes" say where the page starts
+            if page and self.version >= EXTENDED_FROM:  # 1.12.5's "extended changes" say where the page starts
                 answer["First"] = page[0].seq
             return answer
 
