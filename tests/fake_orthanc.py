@@ -24,6 +24,7 @@ import logging
 import math
 import re
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -401,6 +402,12 @@ class _HttpServer(ThreadingHTTPServer):
     def __init__(self, fake: FakeOrthanc):
         self.fake = fake
         super().__init__(("127.0.0.1", 0), _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client gone before its answer (a timeout, a frozen fake resumed) is no news; the rest is
+        socketserver's traceback on stderr."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -32,10 +32,11 @@ from orthancfs.demo.samples import Spec, make_dicom, series
 from orthancfs.demo.server import OrthancServer
 from orthancfs.errors import OrthancFSError
 from orthancfs.orthanc_async import LoopUploader
-from orthancfs.tree import Kind, Node, Tree
+from orthancfs.tree import Kind, Tree
 
 from . import dataset
 from .fake_orthanc import FakeOrthanc
+from .trees import read, snapshot, tree_of, walk
 
 LEVELS = ("patients", "studies", "series", "instances")
 TIMESTAMP = r"\d{8}T\d{6}"
@@ -373,36 +374,6 @@ def test_deletes_and_uploads_again(fresh: Pair) -> None:
 
 
 # --- orthancfs through both -------------------------------------------------------------------
-
-def walk(tree: Tree, node: Node, path: str = "") -> Iterator[tuple[str, Node]]:
-    for name, child in tree.children(node).items():
-        yield f"{path}/{name}", child
-        if child.is_dir:
-            yield from walk(tree, child, f"{path}/{name}")
-
-
-def snapshot(tree: Tree) -> dict[str, tuple[str, int]]:
-    """Every path of the tree, with what it is and its size (folders: 0)."""
-    return {path: (node.kind.value, 0 if node.is_dir else node.size) for path, node in walk(tree, tree.root)}
-
-
-def read(tree: Tree, node: Node) -> bytes:
-    handle = tree.open(node)
-    try:
-        return handle.read(0, max(node.size, 1 << 20))
-    finally:
-        handle.close()
-
-
-@contextlib.contextmanager
-def tree_of(server: OrthancServer | FakeOrthanc, state: Path, **settings: Any) -> Iterator[Tree]:
-    with server.client() as client:
-        tree = Tree(client, state, **settings)
-        try:
-            yield tree
-        finally:
-            tree.close()
-
 
 @pytest.mark.parametrize("bulk_limit", [50_000, 0], ids=["bulk", "folder-by-folder"])
 def test_the_tree_is_the_same_through_both(pair: Pair, tmp_path: Path, bulk_limit: int) -> None:
