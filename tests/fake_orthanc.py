@@ -95,7 +95,8 @@ class Faults:
       upstream is gone) without reaching Orthanc;
     - drop_answers(times): that many `POST /instances` are stored, but their answers are lost (the
       connection closes instead): the case orthancfs must settle by asking;
-    - list_limit: level lists are cut to that many entries, silently (a server's find limit).
+    - list_limit: level lists are cut to that many entries, silently: a proxy or plugin that caps
+      answers (real 1.10.1 and 1.12.7 do not cut these lists, not even with LimitFindResults).
     """
 
     def __init__(self) -> None:

@@ -1,13 +1,14 @@
 """The database of FakeOrthanc: what Orthanc keeps of each DICOM file, answered in Orthanc's shapes.
 
 Everything here was checked against Debian 12's Orthanc 1.10.1 and Debian 13's 1.12.7 by
-test_fake_orthanc.py; where the two differ, the store follows the version it is given:
+test_fake_orthanc.py; where the two differ, the store follows the version it is given (the
+releases in between were not run: the thresholds are those of the features' release notes):
 
+- from 1.11 (configurable main tags) studies and series have a few more main DICOM tags;
 - from 1.12.0 every resource carries `Labels` (always empty here);
 - from 1.12.5 (the "extended find" rewrite) lists, child ID lists and child routes are sorted by
   Orthanc ID, where 1.10 answers in creation order (Orthanc's internal IDs); `limit=0` means no
-  limit, where 1.10 answers nothing; /changes says which Seq its page starts at (`First`);
-- from 1.11 the series and studies have a few more main DICOM tags.
+  limit, where 1.10 answers nothing; /changes says which Seq its page starts at (`First`).
 
 Not modelled: stability (`IsStable` stays false, no Stable* changes: the conformance test sets
 Orthanc's StableAge far away), ZIP uploads, overwriting, labels, metadata, compression.
@@ -49,8 +50,8 @@ NEW = {"patients": "NewPatient", "studies": "NewStudy", "series": "NewSeries", "
 UNDEFINED_LENGTH = 0xFFFFFFFF
 MAX_TAG_BYTES = 256  # Orthanc keeps no main tag value longer than this (ORTHANC_MAXIMUM_TAG_LENGTH)
 LABELS_FROM = (1, 12, 0)
-_PARSING = threading.Lock()
-EXTENDED_FROM = (1, 12, 5)  # extended find and changes: a rewrite of the lookups (seen in 1.12.7)
+EXTENDED_FROM = (1, 12, 5)  # extended find and changes: a rewrite of the lookups
+_PARSING = threading.Lock()  # see parse()
 
 MAIN_TAGS_1_10 = {
     "patients": ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "OtherPatientIDs"),
