@@ -14,12 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydicom.uid import generate_uid
 
+from orthancfs.demo.samples import Spec, make_dicom
 from orthancfs.demo.server import OrthancServer
 from orthancfs.orthanc import OrthancClient
+from orthancfs.tree.ingest import _instance_id
 
 from . import uploads_data as data
 from .conftest import mounted
+from .dataset import LONG_ID
 from .helpers import MountProcess, free_bytes, small_disk, wait_for
 from .proxy import Proxy
 
@@ -300,3 +304,17 @@ def test_uploads_folder_serves_one_process_at_a_time(server: OrthancServer, tmp_
                                  str(tmp_path / "cache"), str(other)], capture_output=True, text=True, timeout=60)
         assert result.returncode == 1 and "used by another orthancfs process" in result.stderr, result
         assert "Traceback" not in result.stderr
+
+
+def test_the_instance_a_file_names_is_the_one_orthanc_makes(tmp_path: Path) -> None:
+    """What settles a lost answer: the ID computed from a file's UIDs is Orthanc's own, also for a
+    PatientID with leading spaces, a backslash in it, or characters beyond ASCII."""
+    odd = [Spec(pid, "Odd^Ids", generate_uid(), generate_uid()) for pid in
+           ("  ODD:ID*  ", "DUP\\1", LONG_ID, "Müller", "")]
+    with OrthancServer(tmp_path / "orthanc") as server, server.client() as client:
+        for spec in odd:
+            content = make_dicom(spec)
+            path = tmp_path / "x.dcm"
+            path.write_bytes(content)
+            with open(path, "rb") as file:
+                assert _instance_id(file.fileno()) == client.upload(content)["ID"], spec.patient_id

@@ -14,6 +14,7 @@ in uploads/; everything kept there says why; every staging copy and descriptor i
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import threading
@@ -36,6 +37,7 @@ from orthancfs.orthanc import ClientSettings, OrthancClient
 from orthancfs.orthanc_async import LoopUploader
 from orthancfs.tree import Tree
 from orthancfs.tree.index import orthanc_id
+from orthancfs.tree.ingest import ID_TAGS, _as_orthanc_reads
 from orthancfs.tree.uploads import upload_root
 
 from .helpers import small_disk, wait_for
@@ -332,11 +334,8 @@ def _stop_dropping(proxy: Proxy, drops: int) -> None:
 
 
 def _instance_of(content: bytes) -> str:
-    import io
-
     dataset = dcmread(io.BytesIO(content), stop_before_pixels=True, force=True)
-    return orthanc_id(*(str(dataset.get(tag, "")) for tag in
-                        ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")))
+    return orthanc_id(*(_as_orthanc_reads(dataset.get(tag)) for tag in ID_TAGS))
 
 
 def _files(tree: Tree) -> list[tuple[str, bytes]]:

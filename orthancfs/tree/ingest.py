@@ -31,6 +31,7 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
+from pydicom.multival import MultiValue
 
 from ..errors import NotFound, OrthancFSError, OrthancUnavailable, UploadConflict, UploadRejected
 from ..orthanc import DIRECT_BODY_LIMIT, OrthancClient
@@ -314,11 +315,22 @@ def summarize(entries: list[tuple[str, Outcome]]) -> Outcome:
 def _instance_id(fd: int) -> str | None:
     """The Orthanc ID the file's UIDs make, or None if they cannot be read."""
     try:
-        with reader(fd) as file:
+        with reader(fd) as file:  # (pydicom reads the character set too, to decode the PatientID)
             dataset = dcmread(file, stop_before_pixels=True, specific_tags=list(ID_TAGS))
-        return orthanc_id(*(str(dataset.get(tag, "")).strip() for tag in ID_TAGS))
+        return orthanc_id(*(_as_orthanc_reads(dataset.get(tag)) for tag in ID_TAGS))
     except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError, TypeError, KeyError):
         return None
+
+
+def _as_orthanc_reads(value: object) -> str:
+    """A tag's value as Orthanc hashes it: the string in the file (several values joined by a
+    backslash again: a PatientID `DUP\\1` is one string to Orthanc), trailing spaces stripped, not
+    leading ones."""
+    if value is None:
+        return ""
+    if isinstance(value, MultiValue):
+        return "\\".join(str(item) for item in value).rstrip(" ")
+    return str(value).rstrip(" ")
 
 
 def _md5(fd: int) -> str:
