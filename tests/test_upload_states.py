@@ -199,7 +199,7 @@ class Uploads(RuleBasedStateMachine):
         if no_reserve:
             self.tree.uploads.budget.reserve = 0
         free = _free(self.disk)
-        with open(self.filler, "ab") as filler, contextlib.suppress(OSError):
+        with contextlib.suppress(OSError), open(self.filler, "ab") as filler:  # (full already: so be it)
             filler.write(bytes(max(0, free - leave)))
 
     @rule()

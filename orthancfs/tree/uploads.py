@@ -361,11 +361,12 @@ class UploadArea:
             return self._open_receipt(node, writable)
         rel = node.ident
         with self._lock:
-            handle = UploadHandle(self, rel, writable, self._open_current(rel))
+            source = self._open_current(rel)
+            handle = UploadHandle(self, rel, writable, source)
+            if writable and truncate:  # a new, empty content: nothing to copy
+                handle.upload = self._new_upload(rel, stat.S_IMODE(os.fstat(source).st_mode))
             if writable:
                 self._writers.add(handle)
-        if writable and truncate:
-            handle.truncate(0)
         return handle
 
     def _open_receipt(self, node: Node, writable: bool) -> UploadHandle:
@@ -590,6 +591,9 @@ class UploadArea:
 
     def rename(self, old_parent: Node, old_name: str, new_parent: Node, new_name: str, replace: bool) -> None:
         old, new = _join(old_parent.ident, old_name), self._new_name(new_parent, new_name)
+        if old == new:  # rename(2) onto itself does nothing (and must not lose the file's reason)
+            self.node(old)
+            return
         with self._lock:
             visible = os.path.lexists(self.local(old))
             if not visible and not self._writers.writing(old):
