@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := orthanc fuse3 libfuse3-dev pkg-config dcmtk curl openssl util-linux procps systemd man-db litmus rclone \
-                attr libglib2.0-bin cadaver python3-venv python3-dev gcc libc6-dev debootstrap
+                attr libglib2.0-bin cadaver python3-venv python3-dev gcc libc6-dev debootstrap iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 

@@ -12,7 +12,6 @@ import hashlib
 import os
 from collections.abc import Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
 from .credentials import find_credentials
@@ -21,15 +20,6 @@ from .gc_tuning import tune_for_large_listings
 from .orthanc import ClientSettings, OrthancClient, validate_url
 from .settings import Settings
 from .tree import Tree, WritePolicy
-
-
-@dataclass(frozen=True)
-class Opened:
-    """What a server serves: the tree, and which Orthanc it shows."""
-
-    tree: Tree
-    source: str  # Orthanc's URL
-    version: str  # Orthanc's version, as /system says
 
 
 def client_settings(settings: Settings, environ: Mapping[str, str]) -> ClientSettings:
@@ -78,17 +68,17 @@ def connect(client: OrthancClient) -> str:
     return client.capabilities.version_text
 
 
-def open_tree(settings: Settings, connection: ClientSettings, stack: ExitStack) -> Opened:
+def open_tree(settings: Settings, connection: ClientSettings, stack: ExitStack) -> Tree:
     """Connect to Orthanc and build the tree that both servers serve, closed by `stack`."""
     spool_dir, state_dir = prepare_cache_dir(settings.cache_dir, connection.url)
     tune_for_large_listings()
     client = OrthancClient(connection)
     stack.callback(client.close)
-    version = connect(client)
+    connect(client)
     policy = WritePolicy(uploads=not settings.no_upload, deletes=settings.allow_delete, read_only=settings.read_only)
     tree = Tree(client, state_dir, metadata_ttl=settings.metadata_ttl, spool_dir=spool_dir, policy=policy,
                 content_cache_bytes=settings.cache_size, bulk_limit=settings.bulk_limit)
     stack.callback(tree.close)
-    return Opened(tree, client.base_url, version)
+    return tree
 
 

@@ -17,8 +17,9 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import Any
 
+from .errors import Forbidden
 from .orthanc import OrthancClient
 
 log = logging.getLogger(__name__)
@@ -27,13 +28,45 @@ MAX_SPOOLS = 256  # open descriptors held by the cache, at most
 DOWNLOADS = 8  # concurrent downloads, at most
 
 
-class Content(Protocol):
-    def read(self, offset: int, size: int) -> bytes: ...
+class Handle:
+    """What Tree.open() and Tree.create() hand out: one open file, whatever it is.
 
-    def close(self) -> None: ...
+    Frontends use only this: read (and, for uploads, write) at an offset; whether a range can
+    be read without waiting (ready_for), and a wake-up, from another thread, once it can
+    (when_ready), so an event loop never parks a thread on a download; close.  A writer's
+    close goes through closing() (tree/uploads.py); other handles have nothing to send.
+    """
+
+    writable = False
+
+    @property
+    def changed(self) -> bool:
+        """Whether closing it now would send something (only a writer of uploads/)."""
+        return False
+
+    def read(self, offset: int, size: int) -> bytes:
+        raise NotImplementedError
+
+    def write(self, offset: int, data: bytes) -> int:
+        raise Forbidden("not open for writing")
+
+    def ready_for(self, offset: int, size: int) -> bool:
+        return True
+
+    def when_ready(self, offset: int, size: int, wake: Callable[[], None]) -> bool:
+        """Call `wake` (from another thread) once a read of this range would not wait; False if it
+        would not wait now (then `wake` is never called)."""
+        return False
+
+    def closing(self, keep_receipt: bool = False) -> Any:
+        """A writer's close: what sending its file takes (tree.uploads.Closing), or None."""
+        return None
+
+    def close(self) -> None:
+        pass
 
 
-class BytesContent:
+class BytesContent(Handle):
     """Content that is small and already in memory (JSON documents, reports)."""
 
     def __init__(self, data: bytes):
@@ -41,9 +74,6 @@ class BytesContent:
 
     def read(self, offset: int, size: int) -> bytes:
         return self.data[offset : offset + size]
-
-    def close(self) -> None:
-        pass
 
 
 class SpoolDiscarded(Exception):
@@ -77,7 +107,7 @@ class Spool:
         with self._changed:
             self._filling = True
         try:
-            client.download(f"/instances/{self.instance_id}/file", self._file.fileno(), self._arrive)
+            client.download_instance(self.instance_id, self._file.fileno(), self._arrive)
         except BaseException as exc:  # noqa: BLE001 - every failure goes to the readers
             with self._changed:
                 self.failure = exc
@@ -149,8 +179,8 @@ class Spool:
         self._file.close()
 
 
-class SpoolHandle:
-    """What one open() gets: a reference to a shared spool."""
+class SpoolHandle(Handle):
+    """What one open() of an instance gets: a reference to a shared spool."""
 
     def __init__(self, store: ContentStore, spool: Spool):
         self._store = store

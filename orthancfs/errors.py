@@ -99,6 +99,10 @@ class CrossDevice(OrthancFSError):
     """Moving between the uploads folder and the read-only views."""
 
 
+class WouldBlock(Exception):  # noqa: N818 - a signal, not a failure
+    """Raised by Tree.at_once(): the answer needs Orthanc (or a wait), so ask again where waiting is fine."""
+
+
 class UsageError(Exception):
     """A setting given by the user is unusable; the CLI prints it as one line."""
 

@@ -51,15 +51,15 @@ def mount_from_settings(settings: Settings, ready_callbacks: Iterable[Callable[[
     mountpoint = check_mountpoint(settings.mountpoint or "")
     check_fuse_device()
     with ExitStack() as stack:
-        opened = open_tree(settings, connection, stack)
-        log.info("connected to Orthanc %s at %s", opened.version, opened.source)
+        tree = open_tree(settings, connection, stack)
+        log.info("connected to Orthanc %s at %s", tree.version, tree.source)
         fuse = FuseSettings(uid=settings.uid, gid=settings.gid, umask=settings.umask,
                             cache_timeout=settings.metadata_ttl, mountpoint=os.path.realpath(mountpoint))
-        status = f"STATUS=Serving {opened.source} (Orthanc {opened.version}) at {mountpoint}"
+        status = f"STATUS=Serving {tree.source} (Orthanc {tree.version}) at {mountpoint}"
         callbacks = [*ready_callbacks, lambda: notify(f"READY=1\n{status}")]
         options = {"ro"} if settings.read_only else set()
         options |= {"allow_other"} if settings.allow_other else set()
-        serve(OrthancOperations(opened.tree, fuse), mountpoint, opened.source, callbacks, on_ready, options)
+        serve(OrthancOperations(tree, fuse), mountpoint, tree.source, callbacks, on_ready, options)
 
 
 def serve(ops: OrthancOperations, mountpoint: str, source: str, ready_callbacks: Iterable[Callable[[], None]] = (),

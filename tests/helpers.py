@@ -14,8 +14,7 @@ from typing import Any
 
 import trio
 
-from orthancfs.orthanc import OrthancClient
-from orthancfs.orthanc_async import LoopUploader
+from orthancfs.orthanc import LoopUploader, OrthancClient
 
 
 def mount_options(mountpoint: Path) -> str:

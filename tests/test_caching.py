@@ -9,8 +9,9 @@ from pathlib import Path
 
 from orthancfs.content import ContentStore
 from orthancfs.demo.server import OrthancServer
+from orthancfs.orthanc import Level
 from orthancfs.tree import Tree
-from orthancfs.tree.index import LEVELS, arrived_children
+from orthancfs.tree.index import arrived_children
 from orthancfs.tree.nodes import Role, directory
 from orthancfs.tree.walks import WalkSpotter
 
@@ -55,10 +56,10 @@ def test_bulk_lists_load_for_walks_not_for_browsing(orthanc: LoadedOrthanc, tmp_
     """Going down one folder of each kind loads nothing tree-wide (it would only slow that folder's
     own request); a second folder of one kind, a walk's signature, starts the bulk lists."""
     tree = Tree(orthanc.client, tmp_path, metadata_ttl=60)
-    deeper = LEVELS[1:]
+    deeper = [Level.STUDIES, Level.SERIES, Level.INSTANCES]
 
-    def loaded() -> list[str]:
-        return [level for level in deeper if tree.index.cache.peek(("all", level)) is not None]
+    def loaded() -> list[Level]:
+        return [level for level in deeper if tree.index.level_loaded(level)]
 
     patient = tree.resolve("by-patients/P-MULLER - Müller^Jürgen")  # looked up, not listed
     first_study, second_study = tree.children(patient).values()
@@ -74,20 +75,20 @@ def test_a_walk_folder_by_folder_lists_grandchildren_in_one_request(orthanc: Loa
     tree = Tree(orthanc.client, tmp_path, metadata_ttl=60, bulk_limit=0)
     assert not tree.index.in_bulk_mode()
 
-    def cached(route: str, ids: list[str]) -> list[bool]:
-        return [tree.index.cache.peek(route.format(i)) is not None for i in ids]
+    def cached(level: Level, ids: list[str]) -> list[bool]:
+        return [tree.index.children_at_hand(level, i) for i in ids]
 
     patient = tree.resolve("by-patients/P-MULLER - Müller^Jürgen")
     first_study, second_study = tree.children(patient).values()
     series_of = {s.ident: [n.ident for n in tree.children(s).values()] for s in (first_study, second_study)}
-    assert not any(cached("/series/{}/instances", series_of[first_study.ident]))  # browsing: nothing ahead
-    assert all(cached("/series/{}/instances", series_of[second_study.ident]))  # walking
+    assert not any(cached(Level.SERIES, series_of[first_study.ident]))  # browsing: nothing ahead
+    assert all(cached(Level.SERIES, series_of[second_study.ident]))  # walking
     for ident in series_of[second_study.ident]:
-        assert tree.index.cache.peek(f"/series/{ident}/instances") == orthanc.client.get_json(
+        assert tree.index.cache.peek(("children", Level.SERIES, ident)) == orthanc.client.get_json(
             f"/series/{ident}/instances")
     another = next(p for name, p in tree.children(tree.resolve("by-patients")).items() if name != patient.name)
     studies = [s.ident for s in tree.children(another).values()]  # a second patient: its studies' series
-    assert all(cached("/studies/{}/series", studies))
+    assert all(cached(Level.STUDIES, studies))
     tree.close()
 
 

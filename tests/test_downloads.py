@@ -20,7 +20,7 @@ from orthancfs.content import Spool
 from orthancfs.errors import OrthancUnavailable
 from orthancfs.fuse.readahead import raise_readahead
 from orthancfs.orthanc import FIRST_CHUNK_SIZE, SPLICE_FROM, ClientSettings, OrthancClient
-from orthancfs.splice import takes_splice
+from orthancfs.orthanc.splice import takes_splice
 
 from .helpers import wait_for
 

@@ -17,8 +17,7 @@ from pydicom.uid import generate_uid
 
 from orthancfs.demo.samples import make_dicom, series
 from orthancfs.errors import AccessDenied, OrthancUnavailable
-from orthancfs.orthanc import ClientSettings
-from orthancfs.orthanc_async import LoopUploader
+from orthancfs.orthanc import ClientSettings, LoopUploader
 from orthancfs.tree import Kind
 from orthancfs.tree.model import WritePolicy
 

@@ -31,7 +31,7 @@ from pydicom.uid import generate_uid
 from orthancfs.demo.samples import Spec, make_dicom, series
 from orthancfs.demo.server import OrthancServer
 from orthancfs.errors import OrthancFSError
-from orthancfs.orthanc_async import LoopUploader
+from orthancfs.orthanc import LoopUploader
 from orthancfs.tree import Kind, Tree
 
 from . import dataset

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from orthancfs.errors import IsADirectory, NotADirectory, NotFound
+from orthancfs.orthanc import Level
 from orthancfs.tree import Kind, Node, Tree
 from orthancfs.tree.naming import MAX_NAME_BYTES
 
@@ -121,7 +122,7 @@ def test_a_study_is_looked_up_by_uid_without_listing_every_study(orthanc: Loaded
         tree.resolve("by-uids/1.2.3.4.5.6")
     [instance] = [p for p, n in files(listed, "by-uids") if n.ident == orthanc.big_instance_id]
     assert tree.resolve(instance.lstrip("/")).ident == orthanc.big_instance_id
-    assert tree.index.cache.peek(("all", "studies")) is None  # no study list was loaded
+    assert not tree.index.level_loaded(Level.STUDIES)  # no study list was loaded
     for name in shared:  # a UID two studies share: the listing numbers them
         assert tree.resolve(f"by-uids/{name}") == expected[name]
     listed.close()

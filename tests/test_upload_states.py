@@ -33,8 +33,7 @@ from pydicom.uid import generate_uid
 from orthancfs.demo.samples import Spec, make_dicom
 from orthancfs.demo.server import OrthancServer
 from orthancfs.errors import Cancelled, NotFound, OrthancFSError, WriteFailed
-from orthancfs.orthanc import ClientSettings, OrthancClient
-from orthancfs.orthanc_async import LoopUploader
+from orthancfs.orthanc import ClientSettings, LoopUploader, OrthancClient
 from orthancfs.tree import Tree
 from orthancfs.tree.index import orthanc_id
 from orthancfs.tree.ingest import ID_TAGS, _as_orthanc_reads

@@ -103,7 +103,7 @@ class OrthancServer:
                 raise StartupError(f"Orthanc did not listen within {START_TIMEOUT:.0f}s: {self._log_tail()}")
             time.sleep(0.05)
         with self.client(timeout=START_TIMEOUT) as client:
-            client.get_json("/system")
+            _ = client.system
 
     def _listening(self) -> bool:
         return port_open(self.port)

@@ -24,14 +24,11 @@ import pyfuse3
 import trio
 from pyfuse3 import FUSEError
 
-from ..cache import NotCached
-from ..content import Content, SpoolHandle
-from ..errors import OrthancFSError
-from ..tree import Kind, Node, Tree
-from ..tree.events import FolderRemoved
+from ..errors import OrthancFSError, WouldBlock
+from ..tree import Closing, FolderRemoved, Handle, Kind, Node, Tree
 from ..tree.naming import MAX_NAME_BYTES
 from ..tree.nodes import Role
-from ..tree.uploads import STATUS_XATTR, UPLOADS, Closing, UploadHandle, upload_root
+from ..tree.uploads import STATUS_XATTR, UPLOADS, upload_root
 from .errors import WarningLimiter, report
 from .holders import holds
 from .inodes import InodeTable
@@ -74,7 +71,7 @@ class OrthancOperations(pyfuse3.Operations):
         self.upload_limiter = trio.CapacityLimiter(settings.upload_workers)
         self._handles = itertools.count(1)
         self._dirs: dict[int, list[tuple[str, Node]]] = {}
-        self._files: dict[int, Content | UploadHandle] = {}
+        self._files: dict[int, Handle] = {}
         self._writers: dict[int, int] = {}  # handle of an upload open for writing -> pid of the opener
         self._warnings = WarningLimiter()
         self.notifier = KernelNotifier()
@@ -86,8 +83,8 @@ class OrthancOperations(pyfuse3.Operations):
         """The one translation of what the model raises into FUSEError (nothing else may leave a handler)."""
         try:
             yield
-        except NotCached:
-            raise  # not an error: the caller asks Orthanc in a worker thread instead
+        except WouldBlock:
+            raise  # not an error: the caller asks again in a worker thread
         except OrthancFSError as exc:
             raise FUSEError(report(exc, operation, self._warnings)) from None
         except OSError as exc:  # the local staging area (disk full, ...)
@@ -104,11 +101,11 @@ class OrthancOperations(pyfuse3.Operations):
             return await trio.to_thread.run_sync(functools.partial(fn, *args), limiter=limiter or self.limiter)
 
     async def _cached_or_model(self, operation: str, fn: Callable[..., T], *args: Any) -> T:
-        """Answer in the loop from cached metadata when possible (no thread hop), else in a worker thread."""
+        """Answer in the loop from what the tree knows when it can (no thread hop), else in a worker thread."""
         try:
-            with self._errno(operation), self.tree.index.cache.peeking():
-                return fn(*args)
-        except NotCached:
+            with self._errno(operation):
+                return self.tree.at_once(fn, *args)
+        except WouldBlock:
             return await self._model(operation, fn, *args)
 
     def _node(self, inode: int) -> Node:
@@ -257,14 +254,14 @@ class OrthancOperations(pyfuse3.Operations):
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         content = self._files[fh]
-        if isinstance(content, SpoolHandle) and not content.ready_for(off, size):
+        if not content.ready_for(off, size):
             await _arrival(content, off, size)  # bytes still on their way: wait in the loop, no thread
         with self._errno("read"):  # a failed download says why here
             return content.read(off, size)  # a local pread: cheap enough for the loop
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         content = self._files[fh]
-        if not isinstance(content, UploadHandle):
+        if not content.writable:
             raise FUSEError(errno.EBADF)
         with self._errno("write"):  # a local pwrite: cheap enough for the loop
             return content.write(off, buf)
@@ -272,7 +269,7 @@ class OrthancOperations(pyfuse3.Operations):
     async def flush(self, fh: int) -> None:
         """close(): the moment an upload is sent to Orthanc, so the writer hears how it went."""
         content = self._files.get(fh)
-        if not isinstance(content, UploadHandle) or not content.changed or self._held_elsewhere(fh, content):
+        if content is None or not content.changed or self._held_elsewhere(fh, content):
             return
         await self._flush_now(content)  # local work first (the file takes its name); then the send
 
@@ -293,18 +290,18 @@ class OrthancOperations(pyfuse3.Operations):
         if settled is None:
             await self._model("upload", closing.confirm, limiter=self.upload_limiter)
 
-    def _held_elsewhere(self, fh: int, content: UploadHandle) -> bool:
+    def _held_elsewhere(self, fh: int, content: Handle) -> bool:
         """Whether this flush is not the writer's last close (see holders.py)."""
         pid = self._writers.get(fh)
         if not self.settings.mountpoint or pid is None:
             return False
-        return holds(pid, f"{self.settings.mountpoint}/{UPLOADS}/{content.rel}")
+        return holds(pid, f"{self.settings.mountpoint}/{UPLOADS}/{content.rel}")  # type: ignore[attr-defined]
 
     def uploads_being_sent(self) -> list[str]:
-        return self.tree.uploads.pending()[1]
+        return self.tree.pending()[1]
 
     def uploads_open_for_writing(self) -> list[str]:
-        return self.tree.uploads.pending()[0]
+        return self.tree.pending()[0]
 
     async def fsync(self, fh: int, datasync: bool) -> None:
         pass  # staged data reaches Orthanc at close; before that it is a local file like any other
@@ -312,7 +309,7 @@ class OrthancOperations(pyfuse3.Operations):
     async def release(self, fh: int) -> None:
         content = self._files.pop(fh, None)
         self._writers.pop(fh, None)
-        if isinstance(content, UploadHandle) and content.changed:
+        if content is not None and content.changed:
             # Every close was another descriptor's (holders.py): the last reference is gone now. Nobody
             # can be told how it went; the outcome is recorded as for any upload.
             with contextlib.suppress(FUSEError):
@@ -320,7 +317,7 @@ class OrthancOperations(pyfuse3.Operations):
         if content is not None:
             content.close()
 
-    async def _flush_now(self, content: UploadHandle) -> None:
+    async def _flush_now(self, content: Handle) -> None:
         with self._errno("upload"):
             closing = content.closing()
         if closing is not None:
@@ -338,7 +335,7 @@ class OrthancOperations(pyfuse3.Operations):
             "mtime_ns": attr.st_mtime_ns if fields.update_mtime else None,
         }
         handle = self._files.get(fh) if fh is not None else None
-        changes["handle"] = handle if isinstance(handle, UploadHandle) else None
+        changes["handle"] = handle if handle is not None and handle.writable else None
         node = await self._model("setattr", functools.partial(self.tree.set_attributes, node, **changes),
                                  limiter=self.upload_limiter)
         self.inodes.update(inode, node)
@@ -399,7 +396,7 @@ class OrthancOperations(pyfuse3.Operations):
         raise FUSEError(errno.EPERM)
 
 
-async def _arrival(content: SpoolHandle, offset: int, size: int) -> None:
+async def _arrival(content: Handle, offset: int, size: int) -> None:
     """Wait until the download has the bytes of this read (or has failed: the read then says so)."""
     arrived = trio.Event()
     token = trio.lowlevel.current_trio_token()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from ..content import Handle
+from .events import FolderRemoved
 from .model import FsStats, Tree, WritePolicy
 from .nodes import Kind, Node, Role
+from .uploads import Closing
 
-__all__ = ["FsStats", "Kind", "Node", "Role", "Tree", "WritePolicy"]
+__all__ = ["Closing", "FolderRemoved", "FsStats", "Handle", "Kind", "Node", "Role", "Tree", "WritePolicy"]

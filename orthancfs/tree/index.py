@@ -23,7 +23,7 @@ from typing import Any
 
 from ..cache import MetadataCache
 from ..errors import NotFound
-from ..orthanc import OrthancClient
+from ..orthanc import Level, OrthancClient
 from ..settings import BULK_LIMIT
 
 PAGE_SIZE = 1000
@@ -31,9 +31,6 @@ PAGE_SIZE = 1000
 # one by one.  Decoded expanded JSON costs about 1 KB per resource: 50,000 keep peak RSS well
 # under 250 MB.
 PARALLEL_PAGES = 4  # pages of one bulk list fetched at once (Orthanc answers them in parallel)
-COUNT_KEYS = {"patients": "CountPatients", "studies": "CountStudies", "series": "CountSeries",
-              "instances": "CountInstances"}
-LEVELS = ("patients", "studies", "series", "instances")
 # What listings read of an expanded item (views.py), plus what links levels.  Above the bulk limit
 # a level is kept with only these: 100,000 patients took 97 MB as decoded JSON, and no document
 # is served from such a list (study.json / series.json are then fetched one by one).
@@ -42,21 +39,8 @@ LISTED_TAGS = ("PatientID", "PatientName", "StudyDate", "StudyDescription", "Stu
                "SeriesDescription", "SeriesInstanceUID", "SOPInstanceUID")
 SHARED_TAGS = {"StudyDate", "StudyDescription", "Modality", "SeriesDescription"}  # values that repeat
 
-CHILD_ROUTES = {
-    "patients": "/patients/{}/studies",
-    "studies": "/studies/{}/series",
-    "series": "/series/{}/instances",
-}
-CHILD_LEVEL = {"patients": "studies", "studies": "series", "series": "instances"}
-CHILD_IDS = {"patients": "Studies", "studies": "Series", "series": "Instances"}  # in each expanded item
-PARENT_KEY = {"studies": "ParentPatient", "series": "ParentStudy", "instances": "ParentSeries"}
-# Routes that list every grandchild of a patient or study, expanded, each naming its parent: during
-# a walk folder by folder, one request answers the listings of all the children of the folder.
-GRANDCHILD_ROUTES = {"patients": "/patients/{}/series", "studies": "/studies/{}/instances"}
-UID_TAGS = {"studies": "StudyInstanceUID", "series": "SeriesInstanceUID", "instances": "SOPInstanceUID"}
 
-
-class Level:
+class LoadedLevel:
     """Every resource of one level, by ID and by parent."""
 
     def __init__(self, items: list[dict[str, Any]], parent_key: str | None):
@@ -80,7 +64,7 @@ class OrthancIndex:
         self.bulk_limit = bulk_limit
         self._pages = ThreadPoolExecutor(PARALLEL_PAGES, thread_name_prefix="orthancfs-pages")
         self._prefetch = ThreadPoolExecutor(1, thread_name_prefix="orthancfs-prefetch")  # one walk preparation
-        self._arriving: dict[str, dict[str, dict[str, Any]]] = {}  # level -> items by ID, while its list loads
+        self._arriving: dict[Level, dict[str, dict[str, Any]]] = {}  # items by ID, while the level's list loads
         self._walk_lock = threading.Lock()
         self._walk_prepared: Future | None = None
 
@@ -88,13 +72,20 @@ class OrthancIndex:
         self._pages.shutdown(wait=False, cancel_futures=True)
         self._prefetch.shutdown(wait=False, cancel_futures=True)
 
+    # The cache's keys: ("level", Level), ("children", Level, id), ("item", Level, id),
+    # ("document", Level, id), ("lookup", uid), ("statistics",).
+
     def patients(self) -> list[dict[str, Any]]:
-        return self._level("patients").items
+        return self._level(Level.PATIENTS).items
 
     def studies(self) -> list[dict[str, Any]]:
-        return self._level("studies").items
+        return self._level(Level.STUDIES).items
 
-    def children(self, level: str, orthanc_id: str) -> list[dict[str, Any]]:
+    def level_loaded(self, level: Level) -> bool:
+        """Whether every resource of `level` is at hand (no request needed to list them)."""
+        return self.cache.peek(("level", level)) is not None
+
+    def children(self, level: Level, orthanc_id: str) -> list[dict[str, Any]]:
         """The expanded children of a patient, study or series (complete).
 
         From the bulk lists once they are loaded; until then from the pages of the
@@ -103,155 +94,155 @@ class OrthancIndex:
         load in the background: a single `ls` stays as fast as one request, and a walk
         follows the pages as they come instead of asking folder by folder.
         """
-        parents, children = self.cache.peek(("all", level)), self.cache.peek(("all", CHILD_LEVEL[level]))
+        child_level = _child(level)
+        parents, children = self.cache.peek(("level", level)), self.cache.peek(("level", child_level))
         # Nothing loaded or loading: no need to ask /statistics whether it could be (a cold request).
         if parents is not None and self.in_bulk_mode():
             if children is not None:
                 if orthanc_id not in parents.by_id:
-                    raise NotFound(f"/{level}/{orthanc_id}")
+                    raise NotFound(f"{level.route} {orthanc_id}")
                 return children.by_parent.get(orthanc_id) or children.none
             arrived = self._arrived_children(parents, level, orthanc_id)
             if arrived is not None:
                 return arrived
-        route = CHILD_ROUTES[level].format(orthanc_id)
-        return self.cache.get(route, lambda: self.client.get_json(route))
+        return self.cache.get(("children", level, orthanc_id), lambda: self.client.children(level, orthanc_id))
 
     def studies_with_uid(self, uid: str) -> list[dict[str, Any]]:
         """The expanded studies whose StudyInstanceUID is `uid` (two patients may share one),
         with two small requests instead of the list of every study."""
         found = self.cache.get(("lookup", uid), lambda: self.client.lookup(uid))
-        return [self.item(item["Path"]) for item in found if item.get("Type") == "Study"]
+        return [self.item(Level.STUDIES, item["ID"]) for item in found if item.get("Type") == "Study"]
 
-    def children_at_hand(self, level: str, orthanc_id: str) -> bool:
+    def children_at_hand(self, level: Level, orthanc_id: str) -> bool:
         """Whether the children of `orthanc_id` can be listed without a request."""
-        return (self.cache.peek(CHILD_ROUTES[level].format(orthanc_id)) is not None
-                or self.cache.peek(("all", CHILD_LEVEL[level])) is not None)
+        return (self.cache.peek(("children", level, orthanc_id)) is not None
+                or self.cache.peek(("level", _child(level))) is not None)
 
-    def child_with_uid(self, level: str, parent_id: str, uid: str) -> dict[str, Any] | None:
+    def child_with_uid(self, level: Level, parent_id: str, uid: str) -> dict[str, Any] | None:
         """The child of study or series `parent_id` whose UID is `uid`, without listing its siblings:
         one `GET` of the Orthanc ID that the UIDs make (see orthanc_id).  None when Orthanc has no
         resource of that ID, or one that is not this child: only the listing can then tell."""
-        child_level = CHILD_LEVEL[level]
-        route = f"/{child_level}/{orthanc_id(*self._uids_above(level, parent_id), uid)}"
+        child_level = _child(level)
         try:
-            child = self.item(route)
+            child = self.item(child_level, orthanc_id(*self._uids_above(level, parent_id), uid))
         except NotFound:
             return None
-        if child.get(PARENT_KEY[child_level]) != parent_id or _uid_of(child, child_level) != uid:
+        if child.get(child_level.parent_key or "") != parent_id or _uid_of(child, child_level) != uid:
             return None
         return child
 
-    def _uids_above(self, level: str, orthanc_id: str) -> list[str]:
+    def _uids_above(self, level: Level, orthanc_id: str) -> list[str]:
         """What the IDs of a study's (or series') children hash besides their own UID: PatientID,
         StudyInstanceUID (and SeriesInstanceUID)."""
-        item = self.item(f"/{level}/{orthanc_id}")
-        if level == "series":
-            return [*self._uids_above("studies", item.get("ParentStudy", "")), _uid_of(item, "series")]
-        return [item.get("PatientMainDicomTags", {}).get("PatientID", ""), _uid_of(item, "studies")]
+        item = self.item(level, orthanc_id)
+        if level is Level.SERIES:
+            return [*self._uids_above(Level.STUDIES, item.get("ParentStudy", "")), _uid_of(item, Level.SERIES)]
+        return [item.get("PatientMainDicomTags", {}).get("PatientID", ""), _uid_of(item, Level.STUDIES)]
 
-    def list_grandchildren(self, level: str, orthanc_id: str, children: list[dict[str, Any]]) -> None:
+    def list_grandchildren(self, level: Level, orthanc_id: str, children: list[dict[str, Any]]) -> None:
         """Cache the child lists of every child of a patient or study, with one request.
 
         For walks folder by folder (databases above the bulk limit): a walker lists each child
         next, and Orthanc answers one bigger request for much less than one per child (our
         CPU per request, most of it parsing HTTP, is what bounds such a walk).
         """
-        if level not in GRANDCHILD_ROUTES:
+        child_level, grandchild_level = level.child, level.grandchild
+        if child_level is None or grandchild_level is None:
             return
-        child_level = CHILD_LEVEL[level]
-        routes = {child["ID"]: CHILD_ROUTES[child_level].format(child["ID"]) for child in children}
-        if all(self.cache.peek(route) is not None for route in routes.values()):
+        keys = {child["ID"]: ("children", child_level, child["ID"]) for child in children}
+        if all(self.cache.peek(key) is not None for key in keys.values()):
             return
 
-        def by_child() -> dict[str, list[dict[str, Any]]]:
-            grouped: dict[str, list[dict[str, Any]]] = {route: [] for route in routes.values()}
-            for item in self.client.get_json(GRANDCHILD_ROUTES[level].format(orthanc_id)):
-                route = routes.get(item.get(PARENT_KEY[CHILD_LEVEL[child_level]], ""))
-                if route is not None:  # one that arrived since the children were listed waits for its own listing
-                    grouped[route].append(item)
+        def by_child() -> dict[tuple, list[dict[str, Any]]]:
+            grouped: dict[tuple, list[dict[str, Any]]] = {key: [] for key in keys.values()}
+            for item in self.client.grandchildren(level, orthanc_id):
+                key = keys.get(item.get(grandchild_level.parent_key or "", ""))
+                if key is not None:  # one that arrived since the children were listed waits for its own listing
+                    grouped[key].append(item)
             return grouped
 
         self.cache.fill(by_child)
 
-    def _arrived_children(self, parents: Level | None, level: str, orthanc_id: str) -> list[dict[str, Any]] | None:
+    def _arrived_children(self, parents: LoadedLevel | None, level: Level,
+                          orthanc_id: str) -> list[dict[str, Any]] | None:
         """The children of one resource from a child list still loading, or None unless all have arrived.
 
         The parent's own expanded item names its children (Studies, Series, Instances), so
         completeness is known without waiting for the whole list.
         """
-        arriving = self._arriving.get(CHILD_LEVEL[level])
+        arriving = self._arriving.get(_child(level))
         parent = parents.by_id.get(orthanc_id) if parents is not None else None
         if arriving is None or parent is None:
             return None
-        return arrived_children(parent, CHILD_IDS[level], arriving)
+        return arrived_children(parent, level.children_key or "", arriving)
 
-    def document(self, level: str, orthanc_id: str) -> bytes:
+    def document(self, level: Level, orthanc_id: str) -> bytes:
         """`GET /{level}/{id}` rendered the way study.json/series.json show it."""
-        route = f"/{level}/{orthanc_id}"
-        loaded = self.cache.peek(("all", level))
+        loaded = self.cache.peek(("level", level))
         if loaded is not None and self.in_bulk_mode():
             item = loaded.by_id.get(orthanc_id)
             if item is None:
-                raise NotFound(route)
-            return self.cache.get(("document", route), lambda: render_json(item))
-        return self.cache.get(("document", route), lambda: render_json(self.item(route)))
+                raise NotFound(f"{level.route} {orthanc_id}")
+            return self.cache.get(("document", level, orthanc_id), lambda: render_json(item))
+        return self.cache.get(("document", level, orthanc_id), lambda: render_json(self.item(level, orthanc_id)))
 
-    def item(self, route: str) -> dict[str, Any]:
+    def item(self, level: Level, orthanc_id: str) -> dict[str, Any]:
         """`GET /{level}/{id}`, cached: a study found by UID and its study.json share one request."""
-        return self.cache.get(route, lambda: self.client.get_json(route))
+        return self.cache.get(("item", level, orthanc_id), lambda: self.client.item(level, orthanc_id))
 
     def statistics(self) -> dict[str, Any]:
-        return self.cache.get("statistics", lambda: self.client.get_json("/statistics"))
+        return self.cache.get(("statistics",), self.client.statistics)
 
     def in_bulk_mode(self) -> bool:
         """Whether folders are listed from whole-level lists (small databases, caching on)."""
         if self.cache.ttl <= 0 or self.bulk_limit <= 0:
             return False  # without a cache, bulk would reload everything for every folder
         statistics = self.statistics()
-        return sum(int(statistics.get(key, 0)) for key in COUNT_KEYS.values()) <= self.bulk_limit
+        return sum(int(statistics.get(level.count_key, 0)) for level in Level) <= self.bulk_limit
 
-    def _level(self, level: str) -> Level:
-        return self.cache.get(("all", level), lambda: self._load_level(level))
+    def _level(self, level: Level) -> LoadedLevel:
+        return self.cache.get(("level", level), lambda: self._load_level(level))
 
     def prepare_walk(self) -> None:
         """A folder is being listed: in bulk mode, load the levels below patients (top down) in the background."""
-        if self.in_bulk_mode() and any(self.cache.peek(("all", level)) is None for level in LEVELS[1:]):
+        if self.in_bulk_mode() and any(not self.level_loaded(level) for level in list(Level)[1:]):
             with self._walk_lock:
                 if self._walk_prepared is not None and not self._walk_prepared.done():
                     return  # loading already
-                self._walk_prepared = self._prefetch.submit(self._load_deeper, "patients")
+                self._walk_prepared = self._prefetch.submit(self._load_deeper, Level.PATIENTS)
 
-    def _load_level(self, level: str) -> Level:
+    def _load_level(self, level: Level) -> LoadedLevel:
         if not self.in_bulk_mode():  # only the top-level lists, for listing: keep what listings read
-            return Level(self._all(f"/{level}", self._expected(level), on_page=_keep_listed_parts),
-                         PARENT_KEY.get(level))
+            return LoadedLevel(self._all(level, self._expected(level), on_page=_keep_listed_parts), level.parent_key)
         arriving = self._arriving[level] = {}
         try:
-            items = self._all(f"/{level}", self._expected(level),
+            items = self._all(level, self._expected(level),
                               on_page=lambda page: arriving.update((item["ID"], item) for item in page))
         finally:
             if self._arriving.get(level) is arriving:
                 del self._arriving[level]
-        return Level(items, PARENT_KEY.get(level))
+        return LoadedLevel(items, level.parent_key)
 
-    def _load_deeper(self, level: str) -> None:
+    def _load_deeper(self, level: Level) -> None:
         """Load the levels below `level`, top down: a level's items name their children, so
         listings can use the next level's pages as they arrive (see children())."""
-        for deeper in LEVELS[LEVELS.index(level) + 1:]:
+        deeper = level.child
+        while deeper is not None:
             self._quietly(deeper)
+            deeper = deeper.child
 
-    def _quietly(self, level: str) -> None:
+    def _quietly(self, level: Level) -> None:
         # The cache keeps the answer (or nothing): a failure here is met again by the reader.
         with contextlib.suppress(Exception):
             self._level(level)
 
-    def _expected(self, level: str) -> int:
+    def _expected(self, level: Level) -> int:
         try:
-            return int(self.statistics().get(COUNT_KEYS[level], 0))
+            return int(self.statistics().get(level.count_key, 0))
         except Exception:  # noqa: BLE001 - only a hint for paging
             return 0
 
-    def _all(self, route: str, expected: int = 0,
+    def _all(self, level: Level, expected: int = 0,
              on_page: Callable[[list[dict[str, Any]]], None] = lambda page: None) -> list[dict[str, Any]]:
         """Every resource of a level, page by page, so no server limit can truncate it.
 
@@ -260,7 +251,7 @@ class OrthancIndex:
         `on_page` sees each page as it arrives (in any order).
         """
         def page(since: int) -> list[dict[str, Any]]:
-            found = self.client.get_json(route, params={"expand": "", "since": since, "limit": self.page_size})
+            found = self.client.page(level, since, self.page_size)
             on_page(found)
             return found
 
@@ -285,8 +276,13 @@ def orthanc_id(*identifiers: str) -> str:
     return "-".join(digest[start:start + 8] for start in range(0, len(digest), 8))
 
 
-def _uid_of(item: dict[str, Any], level: str) -> str:
-    return str(item.get("MainDicomTags", {}).get(UID_TAGS[level], ""))
+def _uid_of(item: dict[str, Any], level: Level) -> str:
+    return str(item.get("MainDicomTags", {}).get(level.uid_tag, ""))
+
+
+def _child(level: Level) -> Level:
+    assert level.child is not None, level
+    return level.child
 
 
 def arrived_children(parent: dict[str, Any], ids_key: str,

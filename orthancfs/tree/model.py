@@ -13,13 +13,15 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from cachetools import LRUCache, TTLCache
 
-from ..cache import MetadataCache
-from ..content import BytesContent, Content, ContentStore
+from ..cache import MetadataCache, NotCached
+from ..content import BytesContent, ContentStore, Handle
 from ..errors import (
     CrossDevice,
     Forbidden,
@@ -28,9 +30,9 @@ from ..errors import (
     NotFound,
     NotPermitted,
     ReadOnly,
+    WouldBlock,
 )
-from ..orthanc import OrthancClient
-from ..orthanc_async import LoopUploader
+from ..orthanc import Level, LoopUploader, OrthancClient
 from . import views
 from .events import Events
 from .index import BULK_LIMIT, PAGE_SIZE, OrthancIndex
@@ -44,6 +46,7 @@ from .walks import WalkSpotter
 log = logging.getLogger(__name__)
 
 MAX_REMEMBERED_DIRECTORIES = 20_000
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,32 @@ class Tree:
         self._walks = walks or WalkSpotter()
         # by-uids/ folders where a name was just found without listing, and that name (see _child_by_uid).
         self._probed: TTLCache | None = TTLCache(MAX_REMEMBERED_DIRECTORIES, metadata_ttl) if metadata_ttl > 0 else None
+
+    @property
+    def source(self) -> str:
+        """The Orthanc this tree shows (its URL)."""
+        return self.client.base_url
+
+    @property
+    def version(self) -> str:
+        """Orthanc's version, as its /system says."""
+        return self.client.capabilities.version_text
+
+    def at_once(self, call: Callable[..., T], *args: Any) -> T:
+        """`call(*args)` answered from what is known already, or WouldBlock if that needs Orthanc.
+
+        An event loop serves cached answers itself this way (a thread hop costs more than most
+        answers), and sends the rest to a worker thread.  `call` is one of this tree's methods.
+        """
+        try:
+            with self.index.cache.peeking():
+                return call(*args)
+        except NotCached:
+            raise WouldBlock from None
+
+    def pending(self) -> tuple[list[str], list[str]]:
+        """uploads/ names open for writing, and those being sent (what an unmount waits for)."""
+        return self.uploads.pending()
 
     def children(self, node: Node, prefetch: bool = True) -> dict[str, Node]:
         """The entries of directory `node`, by name, sorted.
@@ -170,7 +199,7 @@ class Tree:
         if parent.role in (Role.STUDY, Role.SERIES):
             return self._child_by_uid(parent, name)
         if parent.role is not Role.VIEW or not UID_NAME.fullmatch(name) \
-                or self.index.cache.peek(("all", "studies")) is not None:
+                or self.index.level_loaded(Level.STUDIES):
             return None
         studies = self.index.studies_with_uid(name)
         if not studies:
@@ -235,7 +264,7 @@ class Tree:
             return self.policy.uploads
         return self.policy.deletes and node.is_dir and node.role is not Role.ROOT
 
-    def open(self, node: Node, writable: bool = False, truncate: bool = False) -> Content | UploadHandle:
+    def open(self, node: Node, writable: bool = False, truncate: bool = False) -> Handle:
         """Content of a file node; close() it when done.  Only uploads can be opened for writing."""
         if writable:
             self._check_upload(node)
@@ -246,7 +275,7 @@ class Tree:
         if node.kind is Kind.INSTANCE:
             return self.content.open_instance(node.ident, node.size, node.version)
         if node.kind is Kind.JSON:
-            level = "studies" if node.role is Role.STUDY_JSON else "series"
+            level = Level.STUDIES if node.role is Role.STUDY_JSON else Level.SERIES
             return BytesContent(self.index.document(level, node.ident))
         raise IsADirectory(node.name)
 
@@ -315,9 +344,9 @@ class Tree:
         if level is None:
             raise NotPermitted(f"{name} is not an Orthanc resource and cannot be deleted")
         with contextlib.suppress(NotFound):  # already gone is what rm wanted
-            self.client.delete(f"/{level}/{node.ident}")
+            self.client.delete_resource(level, node.ident)
         self.index.cache.invalidate()
-        log.info("deleted %s %s (%s)", level, node.ident, name)
+        log.info("deleted %s %s (%s)", level.route, node.ident, name)
 
     def rename(self, old_parent: Node, old_name: str, new_parent: Node, new_name: str,
                replace: bool = True) -> tuple[str, str]:

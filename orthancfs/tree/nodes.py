@@ -11,6 +11,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..orthanc.levels import Level
+
 
 class Kind(enum.Enum):
     DIRECTORY = "directory"
@@ -42,7 +44,8 @@ class Role(enum.StrEnum):
 
 
 NodeKey = tuple[str, Role, str]  # (view, role, identifier)
-ROLE_LEVEL = {Role.PATIENT: "patients", Role.STUDY: "studies", Role.SERIES: "series", Role.INSTANCE: "instances"}
+ROLE_LEVEL = {Role.PATIENT: Level.PATIENTS, Role.STUDY: Level.STUDIES, Role.SERIES: Level.SERIES,
+              Role.INSTANCE: Level.INSTANCES}
 
 
 @dataclass(frozen=True, slots=True)  # slots: one per entry of every listing, 100,000s of them

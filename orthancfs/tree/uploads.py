@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..content import Handle
 from ..errors import (
     AlreadyExists,
     Cancelled,
@@ -97,7 +98,7 @@ class Upload:
     keep_receipt: bool = False
 
 
-class UploadHandle:
+class UploadHandle(Handle):
     """One open file of uploads/.  A writer's private copy (its Upload) is made at its first change,
     so opening for writing without writing (`touch`) costs nothing and sends nothing."""
 

@@ -21,7 +21,6 @@ from wsgidav.dir_browser import WsgiDavDirBrowser
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
-from ..compose import Opened
 from ..errors import StartupError, UsageError
 from ..settings import is_loopback
 from ..tree import Tree
@@ -143,10 +142,10 @@ def webdav_options(listen: str, users_file: str | None, cert: str | None, key: s
     return WebDAVOptions(host, port, users, cert, key, windows_names, debug)
 
 
-def serve_webdav(opened: Opened, options: WebDAVOptions, announce: Callable[[str], None]) -> None:
-    """Serve `opened.tree` until SIGTERM or SIGINT; `announce` tells systemd how things stand."""
+def serve_webdav(tree: Tree, options: WebDAVOptions, announce: Callable[[str], None]) -> None:
+    """Serve `tree` until SIGTERM or SIGINT; `announce` tells systemd how things stand."""
     host, port = options.host, options.port
-    server = GuardedServer((host, port), webdav_app(opened.tree, options.users, options.windows_names, options.debug))
+    server = GuardedServer((host, port), webdav_app(tree, options.users, options.windows_names, options.debug))
     if options.cert:
         server.ssl_adapter = BuiltinSSLAdapter(options.cert, options.key)
     scheme = "https" if options.cert else "http"
@@ -154,8 +153,8 @@ def serve_webdav(opened: Opened, options: WebDAVOptions, announce: Callable[[str
         server.prepare()
     except OSError as exc:
         raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    log.info("serving Orthanc %s (%s) as WebDAV on %s://%s:%s/", opened.version, opened.source, scheme, host, port)
-    announce(f"READY=1\nSTATUS=Serving {opened.source} as WebDAV on {scheme}://{host}:{port}/")
+    log.info("serving Orthanc %s (%s) as WebDAV on %s://%s:%s/", tree.version, tree.source, scheme, host, port)
+    announce(f"READY=1\nSTATUS=Serving {tree.source} as WebDAV on {scheme}://{host}:{port}/")
     _serve_until_signal(server, announce)
 
 

@@ -1,10 +1,10 @@
-"""`POST /instances` from a trio loop: the FUSE frontend's uploads, without a thread per file.
+"""Sending from a trio event loop: the FUSE frontend's `POST /instances`, without a thread per file.
 
 Sending each upload from a worker thread cost a hand-off between the loop and the thread for
 every file (futex wake-ups, GIL switches): with four writers orthancfs spent 1.35-1.6 ms of CPU
-per file, from the loop about 1.0 ms (lab).  This is OrthancClient's POST, not a second client: the same
-headers and credentials, TLS settings, timeouts, retries and outage tracking, and answers are
-judged by the same rules (`judged`).  Everything else keeps using requests.
+per file, from the loop about 1.0 ms (lab).  This is the client's POST, not a second client: the
+same headers and credentials, TLS settings, timeouts, and the same pipeline (pipeline.py) judges
+every try; only the sending is h11 on trio streams.
 """
 
 from __future__ import annotations
@@ -12,21 +12,24 @@ from __future__ import annotations
 import logging
 import os
 import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h11
-import requests
 import trio
 
-from .errors import OrthancUnavailable
-from .orthanc import Attempt, OrthancClient, attempts, json_of, judged, read_response, reason
+from .answers import Answer
+from .connection import request_headers
+from .pipeline import Attempt, Retrying, TransportFailure, reason
 
-log = logging.getLogger("orthancfs.orthanc")  # the client's log: one line per request, as requests' path
+if TYPE_CHECKING:
+    from .client import OrthancClient
+
+log = logging.getLogger("orthancfs.orthanc")  # the client's log: one line per request, as the blocking path
 RECEIVE = 1 << 16
 Connection = tuple[trio.abc.Stream, h11.Connection]
 
 
-class _Broken(Exception):
+class _Broken(Exception):  # noqa: N818 - internal to this module
     """The connection failed; `sent` once the whole request had gone, `answered` if any byte of
     the answer had come."""
 
@@ -40,21 +43,29 @@ class LoopUploader:
 
     def __init__(self, client: OrthancClient):
         self.client = client
-        parts = requests.utils.urlparse(client.base_url)
-        self.host = parts.hostname or ""
-        self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.target = (parts.path.rstrip("/") + "/instances").encode()
-        self.tls = tls_context(client) if parts.scheme == "https" else None
-        host = parts.netloc.rpartition("@")[2]
-        self.headers = [(b"Host", host.encode()), *((name.encode(), value.encode())
-                                                    for name, value in client.direct_headers.items())]
+        settings = client.settings
+        self.host, self.port = settings.host, settings.port
+        self.target = (settings.prefix + "/instances").encode()
+        self.tls = tls_context(client) if settings.tls else None
+        headers = {**request_headers(settings), "Content-Type": "application/dicom"}
+        self.headers = [(b"Host", settings.netloc.encode()),
+                        *((name.encode(), value.encode()) for name, value in headers.items())]
         self._idle: list[Connection] = []
 
     async def upload(self, body: bytes) -> Any:
         """`POST /instances` of `body`; Orthanc's answer, or the model error the client would raise."""
+        retrying = Retrying("POST", "/instances", self.client.base_url)
         with self.client.health.watching("POST", "/instances"):
-            response = await self._retrying(body)
-        return json_of(response, "POST /instances")
+            for attempt in self.client.attempts():
+                try:
+                    outcome: Answer | TransportFailure = await self._try(body, attempt)
+                except TransportFailure as failure:
+                    outcome = failure
+                answer = retrying.judge(attempt, outcome)
+                if answer is not None:
+                    return answer.json("POST /instances")
+                await trio.sleep(attempt.delay)
+        raise AssertionError("unreachable: the last attempt always returns or raises")
 
     def close(self) -> None:
         """Drop the idle connections; called after the loop has ended (trio's own close needs one)."""
@@ -62,33 +73,17 @@ class LoopUploader:
         for stream, _ in idle:
             os.close(_socket_of(stream).detach())
 
-    async def _retrying(self, body: bytes) -> requests.Response:
-        for attempt in attempts(self.client.settings):
-            response = await self._attempt(body, attempt)
-            if response is not None:
-                return response
-            log.debug("POST /instances failed transiently, retrying in %.1fs", attempt.delay)
-            await trio.sleep(attempt.delay)
-        raise AssertionError("unreachable: the last attempt always returns or raises")
-
-    async def _attempt(self, body: bytes, attempt: Attempt) -> requests.Response | None:
-        """One try, judged as OrthancClient._attempt judges it: a response, None for a retry, or an error."""
+    async def _try(self, body: bytes, attempt: Attempt) -> Answer:
         log.debug("POST /instances")
         try:
-            status, headers, content = await self._exchange(body, attempt.connect_timeout,
-                                                            self.client.settings.timeout)
+            return await self._exchange(body, attempt.connect_timeout, self.client.settings.timeout)
         except trio.TooSlowError:  # connected, so the file may have arrived
-            raise OrthancUnavailable("POST /instances: no answer within the timeout") from None
+            raise TransportFailure("timeout", "timed out", sent=True) from None
         except _Broken as exc:
-            if isinstance(exc.cause, ssl.SSLError) or isinstance(exc.cause.__cause__, ssl.SSLError):
-                raise OrthancUnavailable(f"TLS failure talking to {self.client.base_url}: {exc}", exc.sent) from None
-            if attempt.last:
-                raise OrthancUnavailable(f"cannot reach Orthanc at {self.client.base_url}: {exc}", exc.sent) from None
-            return None
-        response = read_response(status, headers, content, self.client.base_url + "/instances")
-        return judged("POST", "/instances", response, attempt.last)
+            tls = isinstance(exc.cause, ssl.SSLError) or isinstance(exc.cause.__cause__, ssl.SSLError)
+            raise TransportFailure("tls" if tls else "lost" if exc.sent else "refused", str(exc), exc.sent) from None
 
-    async def _exchange(self, body: bytes, connect: float, timeout: float) -> tuple[int, dict[str, str], bytes]:
+    async def _exchange(self, body: bytes, connect: float, timeout: float) -> Answer:
         """Send the request and read the answer, on an idle connection if there is one.  A failure
         on an idle connection before any answer (the server closed it meanwhile) goes on a new one:
         the request was not taken, and storing an instance twice would only say AlreadyStored."""
@@ -122,8 +117,7 @@ class LoopUploader:
             raise _Broken(exc, answered=False) from exc
         return stream, h11.Connection(h11.CLIENT)
 
-    async def _roundtrip(self, stream: trio.abc.Stream, connection: h11.Connection,
-                         body: bytes) -> tuple[int, dict[str, str], bytes]:
+    async def _roundtrip(self, stream: trio.abc.Stream, connection: h11.Connection, body: bytes) -> Answer:
         request = h11.Request(method="POST", target=self.target,
                               headers=[*self.headers, (b"Content-Length", str(len(body)).encode())])
         answered = sent = False
@@ -140,11 +134,11 @@ class LoopUploader:
                     connection.receive_data(data)  # b"": the server closed (next_event says how)
                 elif isinstance(event, h11.Response):
                     status = event.status_code
-                    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in event.headers}
+                    headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in event.headers}
                 elif isinstance(event, h11.Data):
                     content.append(bytes(event.data))
                 elif isinstance(event, h11.EndOfMessage):
-                    return status, headers, b"".join(content)
+                    return Answer(status, headers, b"".join(content))
                 elif isinstance(event, h11.ConnectionClosed):
                     raise trio.BrokenResourceError("the connection closed before the answer")
         except h11.RemoteProtocolError as exc:  # its own cause is an internal KeyError: say what happened
@@ -155,11 +149,10 @@ class LoopUploader:
 
 
 def tls_context(client: OrthancClient) -> ssl.SSLContext:
-    """What requests verifies with: its CA bundle (or --ca-file), the client certificate, or nothing
-    with --insecure."""
+    """What the blocking transport verifies with: the system's CAs (or --ca-file), the client
+    certificate, or nothing with --insecure."""
     settings = client.settings
-    context = ssl.create_default_context(cafile=None if settings.insecure else
-                                         (settings.ca_file or requests.certs.where()))
+    context = ssl.create_default_context(cafile=None if settings.insecure else settings.ca_file)
     if settings.insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -172,4 +165,3 @@ def _socket_of(stream: trio.abc.Stream) -> Any:
     while isinstance(stream, trio.SSLStream):
         stream = stream.transport_stream
     return stream.socket
-

@@ -1,0 +1,232 @@
+"""OrthancClient: Orthanc's REST API as typed calls, the only code in orthancfs that builds a URL.
+
+Each call goes through the one pipeline (pipeline.py): tries with a bound, failures judged
+once, outages noted.  How the bytes travel is a transport's business: from threads through
+urllib3 (blocking.py), from the FUSE loop with h11 on trio (loop.py), downloads spliced
+into their spool (downloads.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, BinaryIO
+
+import urllib3
+
+from ..errors import OrthancUnavailable
+from .answers import Answer
+from .blocking import BlockingTransport
+from .connection import ClientSettings, validate_url
+from .downloads import FileWriteError, fill
+from .levels import Level
+from .pipeline import FAIL_FAST_SECONDS, Attempt, Health, Retrying, TransportFailure, attempts, reason
+
+log = logging.getLogger("orthancfs.orthanc")
+
+DIRECT_BODY_LIMIT = 8 << 20  # uploads up to this size are read whole, larger ones streamed from disk
+CONFIRM_TIMEOUT = 5.0  # seconds to wait for the answer to "did you store it?", at most
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the connected Orthanc can do, from its /system."""
+
+    version: tuple[int, int, int]
+    version_text: str
+
+    @classmethod
+    def from_system(cls, system: dict[str, Any]) -> Capabilities:
+        text = str(system.get("Version", "0"))
+        if text == "mainline":  # development builds are newer than any release
+            return cls((999, 0, 0), text)
+        numbers = [int(n) for n in re.findall(r"\d+", text)[:3]]
+        numbers += [0] * (3 - len(numbers))
+        return cls((numbers[0], numbers[1], numbers[2]), text)
+
+
+class OrthancClient:
+    """A thread-safe client for one Orthanc server."""
+
+    def __init__(self, settings: ClientSettings):
+        self.settings = settings
+        self.base_url = validate_url(settings.url)
+        self.transport = BlockingTransport(settings)
+        self.health = Health(self.base_url, min(FAIL_FAST_SECONDS, settings.timeout))
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def attempts(self) -> Iterator[Attempt]:
+        settings = self.settings
+        return attempts(settings.timeout, settings.connect_timeout, settings.retries)
+
+    # --- the server --------------------------------------------------------------------
+
+    @cached_property
+    def system(self) -> dict[str, Any]:
+        """`/system`, read once: name, version, API version."""
+        return self.get_json("/system")
+
+    @cached_property
+    def capabilities(self) -> Capabilities:
+        return Capabilities.from_system(self.system)
+
+    def statistics(self) -> dict[str, Any]:
+        return self.get_json("/statistics")
+
+    # --- resources ------------------------------------------------------------------------
+
+    def page(self, level: Level, since: int, limit: int) -> list[dict[str, Any]]:
+        """`limit` expanded resources of `level` from position `since` (Orthanc's own order)."""
+        return self.get_json(f"/{level.route}", {"expand": "", "since": since, "limit": limit})
+
+    def item(self, level: Level, orthanc_id: str) -> dict[str, Any]:
+        """`GET /{level}/{id}`: one resource, expanded."""
+        return self.get_json(f"/{level.route}/{orthanc_id}")
+
+    def children(self, level: Level, orthanc_id: str) -> list[dict[str, Any]]:
+        """The expanded children of a patient, study or series."""
+        assert level.child is not None
+        return self.get_json(f"/{level.route}/{orthanc_id}/{level.child.route}")
+
+    def grandchildren(self, level: Level, orthanc_id: str) -> list[dict[str, Any]]:
+        """The expanded grandchildren of a patient (its series) or a study (its instances), each
+        naming its parent: one request for the listings of every child."""
+        assert level.grandchild is not None
+        return self.get_json(f"/{level.route}/{orthanc_id}/{level.grandchild.route}")
+
+    def lookup(self, identifier: str) -> list[dict[str, Any]]:
+        """`POST /tools/lookup`: the resources whose patient ID or study, series or SOP instance
+        UID is `identifier`, each as {ID, Path, Type}.  Changes nothing, despite the POST."""
+        return self.request("POST", "/tools/lookup", identifier.encode()).json("POST /tools/lookup")
+
+    def delete_resource(self, level: Level, orthanc_id: str) -> None:
+        self.delete(f"/{level.route}/{orthanc_id}")
+
+    # --- instances' files -------------------------------------------------------------------
+
+    def download_instance(self, orthanc_id: str, fd: int, arrived: Callable[[int], None]) -> int:
+        """Write the DICOM file of instance `orthanc_id` into `fd` from offset 0, calling
+        `arrived(total)` as bytes land; return the total."""
+        return self.download(f"/instances/{orthanc_id}/file", fd, arrived)
+
+    def download(self, path: str, fd: int, arrived: Callable[[int], None]) -> int:
+        """The body of GET `path` into `fd`, as download_instance.
+
+        Asks for no compression: Orthanc would gzip the whole file before sending the first
+        byte (20x slower for a 64 MiB instance, measured), and pixel data hardly compresses.
+        """
+        response = self._streamed("GET", path, {"Accept-Encoding": "identity"})
+        try:
+            total, spliced = fill(response, fd, arrived)
+        except FileWriteError:
+            raise  # the local disk's error (ENOSPC...), as it is
+        except (OSError, urllib3.exceptions.HTTPError, http.client.HTTPException) as exc:  # the network's
+            raise OrthancUnavailable(f"GET {path}: download interrupted: {reason(exc)}") from None
+        finally:
+            response.close()
+        log.debug("downloaded %s: %d bytes, %s", path, total, "spliced" if spliced else "copied")
+        return total
+
+    def attachment_info(self, instance_id: str) -> dict[str, Any]:
+        """Size and MD5 of the DICOM file Orthanc holds as `instance_id`.
+
+        Asked to settle an upload whose answer never came: so it is tried even while the
+        client fails fast after an outage (the outage is often that very upload's timeout),
+        with a short timeout of its own."""
+        path = f"/instances/{instance_id}/attachments/dicom/info"
+        answer = self._tried("GET", path, timeout=min(self.settings.timeout, CONFIRM_TIMEOUT))
+        self.health.succeeded()  # Orthanc answers: no need to fail fast any more
+        return answer.json(f"GET {path}")
+
+    def upload(self, data: bytes) -> Any:
+        """`POST /instances`: store one DICOM file (or, from Orthanc 1.8.2, a ZIP of them)."""
+        return self.request("POST", "/instances", data, {"Content-Type": "application/dicom"}).json(
+            "POST /instances")
+
+    def upload_fd(self, fd: int, body: bytes | None = None) -> Any:
+        """`POST /instances` of the file open as `fd` (or of `body`, its bytes read already), read
+        anew for each try (a half-sent file cannot be sent again); files above DIRECT_BODY_LIMIT
+        are streamed, never read into RAM."""
+        data = body if body is not None else (lambda: _body_of(fd))
+        return self.request("POST", "/instances", data, {"Content-Type": "application/dicom"}).json(
+            "POST /instances")
+
+    # --- any path (tests and tools; orthancfs itself uses the calls above) --------------------
+
+    def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        return self.request("GET", path, params=params).json(f"GET {path}")
+
+    def get_bytes(self, path: str) -> bytes:
+        return self.request("GET", path).body
+
+    def delete(self, path: str) -> None:
+        self.request("DELETE", path)
+
+    # --- the pipeline ---------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, body: bytes | Callable[[], bytes | BinaryIO] | None = None,
+                headers: Mapping[str, str] | None = None, params: Mapping[str, Any] | None = None) -> Answer:
+        """One request through the pipeline, refused at once during an outage."""
+        with self.health.watching(method, path):
+            return self._tried(method, path, body, headers, params)
+
+    def _tried(self, method: str, path: str, body: Any = None, headers: Mapping[str, str] | None = None,
+               params: Mapping[str, Any] | None = None, timeout: float | None = None) -> Answer:
+        retrying = Retrying(method, path, self.base_url)
+        for attempt in self.attempts():
+            log.debug("%s %s", method, path)
+            fresh = body() if callable(body) else body  # a half-sent file cannot be sent again
+            try:
+                outcome: Answer | TransportFailure = self.transport.send(
+                    method, path, attempt, timeout or self.settings.timeout, fresh, params, headers)
+            except TransportFailure as failure:
+                outcome = failure
+            finally:
+                if hasattr(fresh, "close"):
+                    fresh.close()
+            answer = retrying.judge(attempt, outcome)
+            if answer is not None:
+                return answer
+            time.sleep(attempt.delay)
+        raise AssertionError("unreachable: the last attempt always returns or raises")
+
+    def _streamed(self, method: str, path: str, headers: Mapping[str, str]) -> Any:
+        """A request whose body is left to read (a download), through the same judging."""
+        retrying = Retrying(method, path, self.base_url)
+        with self.health.watching(method, path):
+            for attempt in self.attempts():
+                log.debug("%s %s", method, path)
+                try:
+                    response = self.transport.stream(method, path, attempt, self.settings.timeout, headers)
+                except TransportFailure as failure:
+                    retrying.judge(attempt, failure)  # raises, or says: again
+                    time.sleep(attempt.delay)
+                    continue
+                if response.status < 400:
+                    return response
+                with contextlib.closing(response):
+                    answer = Answer(response.status, {k.lower(): v for k, v in response.headers.items()},
+                                    response.data)
+                if retrying.judge(attempt, answer) is not None:
+                    raise AssertionError("an error status is never a success")
+                time.sleep(attempt.delay)
+        raise AssertionError("unreachable: the last attempt always returns or raises")
+
+
+def _body_of(fd: int) -> bytes | BinaryIO:
+    """A file's content to POST: its bytes if small, else a file object of its own (streamed)."""
+    size = os.fstat(fd).st_size
+    if size <= DIRECT_BODY_LIMIT:
+        return os.pread(fd, size, 0)
+    file = os.fdopen(os.dup(fd), "rb")  # closed after the try (_tried)
+    file.seek(0)
+    return file
