@@ -25,9 +25,10 @@ from .settings import OPTIONS, Layer, Settings, config_layers, environment_layer
 log = logging.getLogger("orthancfs")
 
 COMMANDS = ("mount", "umount", "webdav", "demo")
-WEBDAV_SETTINGS = {"url", "user", "password_file", "token_file", "ca_file", "client_cert", "client_key", "insecure",
-                   "timeout", "metadata_ttl", "bulk_limit", "cache_dir", "cache_size", "no_upload", "allow_delete",
-                   "read_only", "debug", "log_file"}
+WEBDAV_ONLY = {"prefix"}
+WEBDAV_SETTINGS = {"prefix", "url", "user", "password_file", "token_file", "ca_file", "client_cert", "client_key",
+                   "insecure", "timeout", "metadata_ttl", "bulk_limit", "cache_dir", "cache_size", "no_upload",
+                   "allow_delete", "read_only", "debug", "log_file"}
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "and /etc/orthancfs/orthancfs.conf)")
     mount.add_argument("--background", action="store_true",
                        help="return once the mount is live and keep serving in the background (as mount(8) does)")
-    add_setting_flags(mount)
+    add_setting_flags(mount, {o.name for o in OPTIONS} - WEBDAV_ONLY)
     mount.set_defaults(run=run_mount)
     webdav = commands.add_parser("webdav", help="serve the same tree over WebDAV",
                                  description="Serve the tree over WebDAV; stays in the foreground.")
@@ -187,7 +188,7 @@ def run_webdav(args: argparse.Namespace) -> int:
     setup_logging(settings.debug, settings.log_file, background=False)
     options = webdav_options(args.listen, args.users_file, args.cert, args.key, args.windows_names,
                              args.allow_anonymous, args.allow_insecure_http,
-                             settings.allow_delete and not settings.read_only, settings.debug)
+                             settings.allow_delete and not settings.read_only, settings.debug, settings.prefix)
     attach_access_log(args.access_log)
     connection = client_settings(settings, os.environ)
     with ExitStack() as stack:

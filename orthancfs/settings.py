@@ -114,6 +114,14 @@ def _count(text: str) -> int:
     return value
 
 
+def _url_path(text: str) -> str:
+    """A URL path prefix: `/webdav`, `/pacs/dav` ("/" or empty: none)."""
+    path = "/" + text.strip().strip("/")
+    if any(part in ("", ".", "..") for part in path.split("/")[1:]) and path != "/":
+        raise ValueError(f"not a URL path: {text!r}")
+    return "" if path == "/" else path
+
+
 def _text(text: str) -> str:
     if not text:
         raise ValueError("must not be empty")
@@ -180,6 +188,8 @@ class Settings:
     debug: bool = _setting(_bool, False, "log every request")
     log_file: str | None = _setting(_text, None, "log to this file instead of stderr", "FILE")
     mountpoint: str | None = _setting(_text, None, "where to mount, if not given as MOUNTPOINT", "DIR")
+    prefix: str = _setting(_url_path, "", "WebDAV only: serve the tree under this URL path (behind a reverse proxy's "
+                           "location, or where Orthanc's own WebDAV was: /webdav)", "PATH")
 
 
 OPTIONS = [Option(f.name, f.metadata["parse"], f.default, f.metadata["help"], f.metadata["metavar"])

@@ -167,3 +167,16 @@ def test_secret_files_readable_by_others_are_refused(tmp_path: Path) -> None:
         find_credentials(**{**base, "user": None}, environ={"HOME": str(tmp_path)})
     with pytest.raises(UsageError, match="no user"):
         find_credentials(**{**base, "user": None}, environ={"ORTHANCFS_PASSWORD": "p"})
+
+
+@pytest.mark.parametrize(("given", "prefix"), [("/webdav", "/webdav"), ("/webdav/", "/webdav"),
+                                               ("pacs/dav", "/pacs/dav"), ("/", ""), ("", "")])
+def test_a_prefix_is_a_url_path(given: str, prefix: str) -> None:
+    parsed = settings_from(build_parser().parse_args(["webdav", "--prefix", given]), {}, need_mountpoint=False)
+    assert parsed.prefix == prefix
+
+
+@pytest.mark.parametrize("given", ["/a/../b", "/a//b", "/./x"])
+def test_a_prefix_that_is_no_path_is_refused(given: str) -> None:
+    with pytest.raises(UsageError, match="prefix: not a URL path"):
+        settings_from(build_parser().parse_args(["webdav", "--prefix", given]), {}, need_mountpoint=False)

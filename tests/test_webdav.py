@@ -401,3 +401,40 @@ def test_names_as_they_are_when_asked(server: OrthancServer, tmp_path: Path) -> 
         assert "/by-patients/ODD:ID* - Upload^ODD:ID*/" in hrefs(propfind(dav.url + "/by-patients/"))
     finally:
         dav.stop()
+
+
+def test_served_under_a_prefix_like_orthancs_own_webdav(server: OrthancServer, tmp_path: Path) -> None:
+    """--prefix /webdav: a client mapped to Orthanc's http://host:8042/webdav/ moves by changing host and
+    port; every href, Destination and listing carries the prefix, and nothing is served outside it."""
+    webdav = WebDAV(server.url, tmp_path, "--prefix", "/webdav/")
+    base = webdav.url + "/webdav"
+    try:
+        root = hrefs(propfind(base + "/"))
+        assert {"/webdav/", "/webdav/by-patients/", "/webdav/uploads/"} <= set(root), root
+        patients = hrefs(propfind(base + "/by-patients/"))
+        assert all(h.startswith("/webdav/by-patients/") for h in patients) and len(patients) > 1
+        [path] = [h for h in _walk(webdav.url, "/webdav/by-uids/") if h.endswith(".dcm")][:1]
+        with server.client() as client:
+            instance = client.get_json("/instances", {"expand": ""})
+        assert requests.get(webdav.url + path).content in {
+            server.client().get_bytes(f"/instances/{i['ID']}/file") for i in instance}
+        assert requests.put(base + "/uploads/note.txt", data=b"kept").status_code == 201
+        moved = requests.request("MOVE", base + "/uploads/note.txt",
+                                 headers={"Destination": f"{base}/uploads/moved.txt"})
+        assert moved.status_code in (201, 204), moved.text
+        assert "/webdav/uploads/moved.txt" in hrefs(propfind(base + "/uploads/"))
+        page = requests.get(base + "/by-patients/").text  # the HTML listing: links relative, assets below the prefix
+        assert 'href="./WD1%20-%20Upload%5EWD1/"' in page and 'href="/webdav/:dir_browser/style.css"' in page
+        assert requests.get(base + "/:dir_browser/style.css").status_code == 200
+        for outside in ("/", "/by-patients/", "/uploads/moved.txt", "/webdavx/"):
+            assert requests.get(webdav.url + outside).status_code == 404, outside
+        listed = subprocess.run(["rclone", "lsf", f"--webdav-url={base}", ":webdav:uploads"], capture_output=True,
+                                text=True, timeout=60)
+        assert listed.returncode == 0 and "moved.txt" in listed.stdout, listed
+        litmus = subprocess.run(["litmus", f"{base}/uploads/"], capture_output=True, text=True, timeout=600,
+                                cwd=tmp_path)
+        summaries = re.findall(r"summary for `(\w+)': of (\d+) tests run: (\d+) passed", litmus.stdout)
+        assert sum(int(run) for _, run, _ in summaries) == sum(int(ok) for _, _, ok in summaries) == 104, litmus.stdout
+    finally:
+        assert webdav.stop() == 0
+    assert "Traceback" not in webdav.log.read_text()

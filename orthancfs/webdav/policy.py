@@ -48,7 +48,7 @@ def place(path: str) -> str:
     return UPLOADS_FOLDER if len(parts) == 1 else IN_UPLOADS
 
 
-def needed_role(method: str, path: str, destination: str | None) -> str:
+def needed_role(method: str, path: str, destination: str | None, prefix: str = "") -> str:
     """The least role that may do `method` on `path`; raises DAVError if no role may."""
     if method in READING:
         return ROLES[0]
@@ -56,7 +56,7 @@ def needed_role(method: str, path: str, destination: str | None) -> str:
         raise DAVError(HTTP_METHOD_NOT_ALLOWED, f"{method} is not served here")
     where = place(path)
     if where == IN_UPLOADS or (where == UPLOADS_FOLDER and method in ON_UPLOADS_ITSELF):
-        if method in ("COPY", "MOVE") and place(destination_path(destination)) != IN_UPLOADS:
+        if method in ("COPY", "MOVE") and place(destination_path(destination, prefix)) != IN_UPLOADS:
             raise DAVError(HTTP_FORBIDDEN, f"{method} goes only to somewhere inside uploads/")
         return "upload"
     if where == UPLOADS_FOLDER:
@@ -66,15 +66,25 @@ def needed_role(method: str, path: str, destination: str | None) -> str:
     raise DAVError(HTTP_FORBIDDEN, "the views are read-only; only uploads/ accepts changes")
 
 
-def destination_path(destination: str | None) -> str:
-    """The path a Destination header names, as wsgidav reads it (unquoted, then parsed)."""
+def destination_path(destination: str | None, prefix: str = "") -> str:
+    """The path a Destination header names in the tree, as wsgidav reads it (unquoted, then parsed,
+    the server's URL prefix taken off)."""
     if not destination:
         return "/"
     try:
         path = urlparse(unquote(destination), allow_fragments=False).path
     except ValueError:  # e.g. "http://[::1": no URL at all
         raise DAVError(HTTP_BAD_REQUEST, "the Destination is not a URL") from None
-    return util.normalize_path(path or "/")
+    return in_tree(util.normalize_path(path or "/"), prefix)
+
+
+def in_tree(path: str, prefix: str) -> str:
+    """A request path without the server's URL prefix (a path outside it names nothing here)."""
+    if not prefix:
+        return path
+    if path == prefix or path.startswith(prefix + "/"):
+        return path[len(prefix):] or "/"
+    return "/\0outside"  # nothing in the tree: refused as a view would be
 
 
 class RoleGate(BaseMiddleware):
@@ -82,8 +92,9 @@ class RoleGate(BaseMiddleware):
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"]
-        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-        needed = needed_role(method, path, environ.get("HTTP_DESTINATION"))
+        prefix = environ["wsgidav.config"].get("mount_path") or ""
+        path = in_tree(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""), prefix)
+        needed = needed_role(method, path, environ.get("HTTP_DESTINATION"), prefix)
         have = role_of(environ)
         if ROLES.index(have) < ROLES.index(needed):
             user = environ.get("wsgidav.auth.user_name") or "anonymous"

@@ -77,10 +77,11 @@ def check_access_settings(host: str, users_file: str | None, allow_anonymous: bo
 
 
 def wsgidav_config(tree: Tree, users: dict[str, User], logins: Logins, windows_names: bool,
-                   debug: bool) -> dict[str, Any]:
+                   debug: bool, prefix: str = "") -> dict[str, Any]:
     digest = any(user.digest_ha1 for user in users.values())  # offered only to users who have a Digest hash
     return {
         "provider_mapping": {"/": ViewsProvider(tree, windows_names), "/uploads": UploadsProvider(tree)},
+        "mount_path": prefix or None,  # in every href, Destination and listing (under_prefix moves it to SCRIPT_NAME)
         "http_authenticator": {"domain_controller": UsersDomainController, "accept_basic": True,
                                "accept_digest": digest, "default_to_digest": digest, "trusted_auth_header": None},
         # GET streams in blocks of this size: wsgidav's 8 KiB made a 64 MiB file take 8,192 trips through
@@ -100,11 +101,43 @@ def wsgidav_config(tree: Tree, users: dict[str, User], logins: Logins, windows_n
     }
 
 
-def webdav_app(tree: Tree, users: dict[str, User], windows_names: bool, debug: bool) -> Any:
-    """The whole WSGI application, access log outermost."""
-    dav = WsgiDAVApp(wsgidav_config(tree, users, Logins(users), windows_names, debug))
+class PrefixedDAVApp(WsgiDAVApp):
+    """wsgidav, with its mount path taken off a COPY or MOVE's Destination before it looks for the
+    provider there (it looked with the prefix, found none, and answered 502 "inter-realm")."""
+
+    def resolve_provider(self, path: str) -> Any:
+        prefix = self.mount_path
+        if prefix and (path == prefix or path.startswith(prefix + "/")):
+            path = path[len(prefix):] or "/"
+        return super().resolve_provider(path)
+
+
+def webdav_app(tree: Tree, users: dict[str, User], windows_names: bool, debug: bool, prefix: str = "") -> Any:
+    """The whole WSGI application, access log outermost; the tree at `prefix` ("" for the root)."""
+    dav = PrefixedDAVApp(wsgidav_config(tree, users, Logins(users), windows_names, debug, prefix))
     locks.install(dav, locks.BoundedLockManager(lambda name: role_of_user(users, name) == "delete"))
-    return AccessLog(checked_paths(dav))
+    return AccessLog(under_prefix(checked_paths(dav), prefix))
+
+
+NOT_HERE = b"Not Found: the tree is served below "
+
+
+def under_prefix(app: Any, prefix: str) -> Any:
+    """Serve `app` below the URL path `prefix`: moved from PATH_INFO to SCRIPT_NAME, as a WSGI
+    dispatcher would; anything outside it is 404."""
+    if not prefix:
+        return app
+
+    def dispatch(environ: dict, start_response: Any) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if path != prefix and not path.startswith(prefix + "/"):
+            body = NOT_HERE + prefix.encode() + b"/\n"
+            start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+            return [body]
+        environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
+        environ["PATH_INFO"] = path[len(prefix):] or "/"
+        return app(environ, start_response)
+    return dispatch
 
 
 def attach_access_log(path: str | None) -> None:
@@ -133,19 +166,22 @@ class WebDAVOptions:
     key: str | None
     windows_names: bool
     debug: bool
+    prefix: str = ""
 
 
 def webdav_options(listen: str, users_file: str | None, cert: str | None, key: str | None, windows_names: bool,
-                   allow_anonymous: bool, allow_insecure_http: bool, allow_delete: bool, debug: bool) -> WebDAVOptions:
+                   allow_anonymous: bool, allow_insecure_http: bool, allow_delete: bool, debug: bool,
+                   prefix: str = "") -> WebDAVOptions:
     host, port = parse_listen(listen)
     users = check_access_settings(host, users_file, allow_anonymous, allow_insecure_http, allow_delete, cert, key)
-    return WebDAVOptions(host, port, users, cert, key, windows_names, debug)
+    return WebDAVOptions(host, port, users, cert, key, windows_names, debug, prefix)
 
 
 def serve_webdav(tree: Tree, options: WebDAVOptions, announce: Callable[[str], None]) -> None:
     """Serve `tree` until SIGTERM or SIGINT; `announce` tells systemd how things stand."""
     host, port = options.host, options.port
-    server = GuardedServer((host, port), webdav_app(tree, options.users, options.windows_names, options.debug))
+    app = webdav_app(tree, options.users, options.windows_names, options.debug, options.prefix)
+    server = GuardedServer((host, port), app)
     if options.cert:
         server.ssl_adapter = BuiltinSSLAdapter(options.cert, options.key)
     scheme = "https" if options.cert else "http"
@@ -153,8 +189,9 @@ def serve_webdav(tree: Tree, options: WebDAVOptions, announce: Callable[[str], N
         server.prepare()
     except OSError as exc:
         raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    log.info("serving Orthanc %s (%s) as WebDAV on %s://%s:%s/", tree.version, tree.source, scheme, host, port)
-    announce(f"READY=1\nSTATUS=Serving {tree.source} as WebDAV on {scheme}://{host}:{port}/")
+    where = f"{scheme}://{host}:{port}{options.prefix}/"
+    log.info("serving Orthanc %s (%s) as WebDAV on %s", tree.version, tree.source, where)
+    announce(f"READY=1\nSTATUS=Serving {tree.source} as WebDAV on {where}")
     _serve_until_signal(server, announce)
 
 
