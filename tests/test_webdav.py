@@ -207,7 +207,9 @@ def test_propfind_of_the_views(server: OrthancServer, tmp_path: Path) -> None:
         instance = entries[f"{series}{spec.sop_uid}.dcm"]
         assert instance["{DAV:}getcontentlength"][1].text == str(len(content))
         assert instance["{DAV:}getcontenttype"][1].text == "application/dicom"
-        assert instance["{DAV:}getetag"][1].text.startswith(instance_id)
+        etag = instance["{DAV:}getetag"][1].text
+        assert etag == requests.head(f"{webdav.url}{series}{spec.sop_uid}.dcm").headers["ETag"]  # quotes included
+        assert etag.startswith(f'"{instance_id}')
         document = requests.get(f"{webdav.url}{series}series.json").content
         assert entries[f"{series}series.json"]["{DAV:}getcontentlength"][1].text == str(len(document))
         named = (b'<D:propfind xmlns:D="DAV:" xmlns:Z="urn:schemas-microsoft-com:"><D:prop><D:getcontentlength/>'

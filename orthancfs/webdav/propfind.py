@@ -151,7 +151,7 @@ def live_properties(resource: Any) -> dict[str, str]:
     values["displayname"] = escape(resource.get_display_name())
     etag = resource.get_etag()
     if etag is not None:
-        values["getetag"] = escape(etag)
+        values["getetag"] = escape(f"\"{etag}\"")  # an entity-tag, quotes included, as the ETag header (RFC 4918)
     return values
 
 
