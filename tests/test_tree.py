@@ -258,3 +258,31 @@ def test_statfs_reports_orthanc_usage(tree: Tree, orthanc: LoadedOrthanc) -> Non
     assert stats.instances == len(orthanc.client.get_json("/instances"))
     assert stats.used_bytes > 20_000_000
     assert stats.free_bytes > 0 and stats.free_files > 0  # uploads are staged on the local disk
+
+
+@pytest.mark.parametrize("bulk_limit", [50_000, 0])  # whole levels at once; folder by folder
+def test_no_listing_is_cut_by_the_servers_find_limits(tmp_path: Path, bulk_limit: int) -> None:
+    """Orthanc's scalability FAQ recommends LimitFindResults / LimitFindInstances; /tools/find is then cut
+    to them silently (1.12) or with one more (1.10).  No listing of ours may be: every view of 30
+    patients, and a series of 25 instances, complete with limits of 10 and 20."""
+    from orthancfs.demo.server import OrthancServer
+
+    from .uploads_data import instances
+
+    limits = {"LimitFindResults": 10, "LimitFindInstances": 20}
+    with OrthancServer(tmp_path / "orthanc", config=limits) as server, server.client() as client:
+        for n in range(30):
+            client.upload(instances(1, f"LIM{n:02d}")[0])
+        for payload in instances(25, "BIGSERIES"):
+            client.upload(payload)
+        tree = Tree(client, tmp_path / "state", metadata_ttl=60, bulk_limit=bulk_limit, page_size=7)
+        try:
+            assert len(tree.children(tree.resolve("by-patients"))) == 31
+            assert len(tree.children(tree.resolve("by-studies"))) == 31
+            assert len(tree.children(tree.resolve("by-uids"))) == 31
+            assert len(files(tree, "by-dates")) == 55
+            [series] = [n for p, n in walk(tree, tree.resolve("by-patients")) if "BIGSERIES" in p and
+                        n.role.value == "series"]
+            assert len(tree.children(series)) == 25
+        finally:
+            tree.close()
