@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 
 MAX_SPOOLS = 256  # open descriptors held by the cache, at most
 DOWNLOADS = 8  # concurrent downloads, at most
+# A read that starts this far beyond what the download has brought (or will bring soon) is fetched by
+# itself with a Range request, where Orthanc takes them (1.12.5): a DICOM reader jumping to the end of a
+# 64 MiB file should not wait for all of it.  Far enough that a sequential reader, whose kernel reads
+# ahead by 1 MiB at most, never does it while the download streams.
+FAR_AHEAD = 8 << 20
 
 
 class Handle:
@@ -52,6 +57,11 @@ class Handle:
 
     def ready_for(self, offset: int, size: int) -> bool:
         return True
+
+    def fetches(self, offset: int, size: int) -> bool:
+        """Whether read() of this range will fetch it itself, blocking (call it from a thread), rather
+        than wait for bytes already on their way (when_ready)."""
+        return False
 
     def when_ready(self, offset: int, size: int, wake: Callable[[], None]) -> bool:
         """Call `wake` (from another thread) once a read of this range would not wait; False if it
@@ -135,6 +145,13 @@ class Spool:
         """True if a read of this range would not wait (the FUSE loop serves those itself)."""
         return self._settled_for(offset + size)
 
+    def far_ahead(self, offset: int) -> bool:
+        """Whether a read at `offset` is far beyond what the download has brought (none yet: from 0)."""
+        with self._changed:
+            if self._complete or self.failure is not None or offset >= self.size:
+                return False
+            return offset >= (self._arrived if self.started else 0) + FAR_AHEAD
+
     def when_ready(self, offset: int, size: int, wake: Callable[[], None]) -> bool:
         """Call `wake` (from the download thread) once a read of this range would not wait.
 
@@ -189,12 +206,18 @@ class SpoolHandle(Handle):
     def ready_for(self, offset: int, size: int) -> bool:
         return self.spool.ready_for(offset, size)
 
+    def fetches(self, offset: int, size: int) -> bool:
+        return self._store.ranges and self.spool.far_ahead(offset)
+
     def when_ready(self, offset: int, size: int, wake: Callable[[], None]) -> bool:
         """See Spool.when_ready; starts the download if need be."""
         self._store.start(self.spool)
         return self.spool.when_ready(offset, size, wake)
 
     def read(self, offset: int, size: int) -> bytes:
+        if self.fetches(offset, size):  # the bytes alone, not the whole file before them
+            end = min(offset + size, self.spool.size) - 1
+            return self._store.client.instance_range(self.spool.instance_id, offset, end)
         self._store.start(self.spool)
         return self.spool.read(offset, size)
 
@@ -205,10 +228,12 @@ class SpoolHandle(Handle):
 class ContentStore:
     """Spools by instance: shared by concurrent readers, kept (bounded) after the last one."""
 
-    def __init__(self, client: OrthancClient, spool_dir: str | None = None, capacity_bytes: int = 1 << 30):
+    def __init__(self, client: OrthancClient, spool_dir: str | None = None, capacity_bytes: int = 1 << 30,
+                 ranges: bool = False):
         self.client = client
         self.spool_dir = spool_dir
         self.capacity_bytes = capacity_bytes
+        self.ranges = ranges  # Orthanc answers Range requests for an instance's bytes
         self._spools: OrderedDict[str, Spool] = OrderedDict()
         self._lock = threading.Lock()
         self._downloads = ThreadPoolExecutor(DOWNLOADS, thread_name_prefix="orthancfs-download")

@@ -250,3 +250,21 @@ def test_no_name_hides_or_disguises_itself(mount: Path) -> None:
     assert not [n for n in names if any(unicodedata.category(c) in ("Cc", "Cf") for c in n)]
     study = os.listdir(mount / "by-patients" / "_HIDDEN - Evil_mcd.exe")
     assert study == ["20200101 - _"]  # the description was one RIGHT-TO-LEFT MARK: looked like "20200101 - "
+
+
+def test_a_read_far_ahead_fetches_only_its_bytes_where_orthanc_takes_ranges(orthanc: LoadedOrthanc,
+                                                                            tmp_path: Path) -> None:
+    """Version-dependent: Orthanc 1.12.5 answers Range requests on an instance's attachment, so the last
+    4 KiB of a cold 31 MB file come alone; 1.10 has none, and the whole file is downloaded first."""
+    expected = orthanc.client.get_bytes(f"/instances/{orthanc.big_instance_id}/file")
+    ranges = orthanc.client.capabilities.attachment_range
+    with mounted(orthanc.url, tmp_path, "--debug") as mountpoint:
+        [path] = [p for p in find_files(mountpoint / "by-patients") if Path(p).stem == orthanc.big_instance_id]
+        with open(path, "rb") as file:
+            file.seek(len(expected) - 4096)
+            assert file.read() == expected[-4096:]
+            log = (tmp_path / "mount-mnt.log").read_text()
+            whole = f"GET /instances/{orthanc.big_instance_id}/file" in log
+            assert ("attachments/dicom/data" in log, whole) == ((True, False) if ranges else (False, True)), log[-2000:]
+            file.seek(0)
+            assert file.read() == expected  # and then the whole file, as usual

@@ -255,6 +255,8 @@ class OrthancOperations(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes:
         content = self._files[fh]
         if not content.ready_for(off, size):
+            if content.fetches(off, size):  # far ahead of the download: these bytes alone, in a thread
+                return await self._model("read", content.read, off, size)
             await _arrival(content, off, size)  # bytes still on their way: wait in the loop, no thread
         with self._errno("read"):  # a failed download says why here
             return content.read(off, size)  # a local pread: cheap enough for the loop

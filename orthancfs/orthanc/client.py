@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 
 import urllib3
 
-from ..errors import OrthancUnavailable
+from ..errors import OrthancFailed, OrthancUnavailable
 from .answers import Answer
 from .blocking import BlockingTransport
 from .connection import ClientSettings, validate_url
@@ -41,6 +41,11 @@ class Capabilities:
 
     version: tuple[int, int, int]
     version_text: str
+
+    @property
+    def attachment_range(self) -> bool:
+        """Range requests on /instances/{id}/attachments/dicom/data (1.12.5)."""
+        return self.version >= (1, 12, 5)
 
     @classmethod
     def from_system(cls, system: dict[str, Any]) -> Capabilities:
@@ -135,6 +140,15 @@ class OrthancClient:
             response.close()
         log.debug("downloaded %s: %d bytes, %s", path, total, "spliced" if spliced else "copied")
         return total
+
+    def instance_range(self, orthanc_id: str, first: int, last: int) -> bytes:
+        """Bytes `first` to `last` (included) of an instance's DICOM file: one Range request (Orthanc
+        1.12.5; never a suffix range, `bytes=-N`, which Orthanc reads otherwise than RFC 7233)."""
+        path = f"/instances/{orthanc_id}/attachments/dicom/data"
+        answer = self.request("GET", path, headers={"Range": f"bytes={first}-{last}", "Accept-Encoding": "identity"})
+        if answer.status != 206 or len(answer.body) != last - first + 1:
+            raise OrthancFailed(f"GET {path} bytes {first}-{last}: HTTP {answer.status}, {len(answer.body)} bytes")
+        return answer.body
 
     def attachment_info(self, instance_id: str) -> dict[str, Any]:
         """Size and MD5 of the DICOM file Orthanc holds as `instance_id`.

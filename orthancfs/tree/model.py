@@ -91,7 +91,7 @@ class Tree:
         self.client = client
         self.policy = policy or WritePolicy()
         self.index = OrthancIndex(client, MetadataCache(metadata_ttl), page_size, bulk_limit)
-        self.content = ContentStore(client, spool_dir, content_cache_bytes)
+        self.content = ContentStore(client, spool_dir, content_cache_bytes, ranges=client.capabilities.attachment_range)
         self.events = Events()
         # Uploads and download spools share the cache disk: uploads leave room for reads, and
         # finished spools (kept only for speed) make way for uploads.
