@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from pydicom.uid import generate_uid  # noqa: E402
+
 from orthancfs.demo.samples import Spec, make_dicom  # noqa: E402
 from orthancfs.demo.server import OrthancServer  # noqa: E402
-from pydicom.uid import generate_uid  # noqa: E402
 
 START, END = "<!-- soak -->", "<!-- /soak -->"
 
