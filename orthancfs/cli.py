@@ -28,7 +28,7 @@ COMMANDS = ("mount", "umount", "webdav", "demo")
 WEBDAV_ONLY = {"prefix"}
 WEBDAV_SETTINGS = {"prefix", "url", "user", "password_file", "token_file", "ca_file", "client_cert", "client_key",
                    "insecure", "timeout", "metadata_ttl", "bulk_limit", "cache_dir", "cache_size", "no_upload",
-                   "allow_delete", "read_only", "debug", "log_file"}
+                   "allow_delete", "allow_labels", "read_only", "debug", "log_file"}
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 

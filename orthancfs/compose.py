@@ -75,7 +75,8 @@ def open_tree(settings: Settings, connection: ClientSettings, stack: ExitStack) 
     client = OrthancClient(connection)
     stack.callback(client.close)
     connect(client)
-    policy = WritePolicy(uploads=not settings.no_upload, deletes=settings.allow_delete, read_only=settings.read_only)
+    policy = WritePolicy(uploads=not settings.no_upload, deletes=settings.allow_delete, read_only=settings.read_only,
+                         labels=settings.allow_labels)
     tree = Tree(client, state_dir, metadata_ttl=settings.metadata_ttl, spool_dir=spool_dir, policy=policy,
                 content_cache_bytes=settings.cache_size, bulk_limit=settings.bulk_limit)
     stack.callback(tree.close)

@@ -184,6 +184,8 @@ class Settings:
                                "SIZE")
     no_upload: bool = _setting(_bool, False, "make uploads/ read-only")
     allow_delete: bool = _setting(_bool, False, "let rm and rmdir in the views delete from Orthanc")
+    allow_labels: bool = _setting(_bool, False, "let setfattr (user.orthanc.labels) and WebDAV PROPPATCH change "
+                                  "studies' labels (Orthanc 1.12)")
     read_only: bool = _setting(_bool, False, "refuse every change (EROFS)")
     debug: bool = _setting(_bool, False, "log every request")
     log_file: str | None = _setting(_text, None, "log to this file instead of stderr", "FILE")

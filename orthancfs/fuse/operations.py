@@ -40,6 +40,7 @@ T = TypeVar("T")
 BLOCK_SIZE = 4096
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2  # renameat2(2) flags
 PENDING_XATTR = b"user.orthancfs.pending"
+LABELS_XATTR = b"user.orthanc.labels"  # a study's labels (Orthanc 1.12), comma-separated
 
 
 @dataclass(frozen=True)
@@ -354,17 +355,32 @@ class OrthancOperations(pyfuse3.Operations):
             status = await self._model("getxattr", self.tree.status, node)
             if status is not None:
                 return status.encode("utf-8")
+        if name == LABELS_XATTR:
+            labels = await self._cached_or_model("getxattr", self.tree.labels, node)
+            if labels is not None:
+                return ",".join(labels).encode()
         raise FUSEError(errno.ENODATA)
 
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
-        status = await self._model("listxattr", self.tree.status, self._node(inode))
-        return [STATUS_XATTR.encode()] if status is not None else []
+        node = self._node(inode)
+        status = await self._model("listxattr", self.tree.status, node)
+        labels = await self._cached_or_model("listxattr", self.tree.labels, node)
+        return [STATUS_XATTR.encode()] * (status is not None) + [LABELS_XATTR] * (labels is not None)
 
-    async def setxattr(self, inode, name, value, ctx):  # noqa: ANN001 - pyfuse3 signature
-        raise FUSEError(errno.ENOTSUP)
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
+        """user.orthanc.labels on a study folder: its labels, comma-separated (--allow-labels)."""
+        if name != LABELS_XATTR:
+            raise FUSEError(errno.ENOTSUP)
+        try:
+            labels = value.decode("utf-8").split(",")
+        except UnicodeDecodeError:
+            raise FUSEError(errno.EINVAL) from None
+        await self._model("setxattr", self.tree.set_labels, self._node(inode), labels)
 
-    async def removexattr(self, inode, name, ctx):  # noqa: ANN001
-        raise FUSEError(errno.ENOTSUP)
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        if name != LABELS_XATTR:
+            raise FUSEError(errno.ENOTSUP)
+        await self._model("removexattr", self.tree.set_labels, self._node(inode), [])
 
     # --- changing the tree ------------------------------------------------------------
 

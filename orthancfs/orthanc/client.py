@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import logging
 import os
 import re
@@ -46,6 +47,11 @@ class Capabilities:
     def attachment_range(self) -> bool:
         """Range requests on /instances/{id}/attachments/dicom/data (1.12.5)."""
         return self.version >= (1, 12, 5)
+
+    @property
+    def labels(self) -> bool:
+        """Labels on resources, /tools/labels, and in /tools/find (1.12.0)."""
+        return self.version >= (1, 12, 0)
 
     @classmethod
     def from_system(cls, system: dict[str, Any]) -> Capabilities:
@@ -115,6 +121,33 @@ class OrthancClient:
 
     def delete_resource(self, level: Level, orthanc_id: str) -> None:
         self.delete(f"/{level.route}/{orthanc_id}")
+
+    def find(self, level: Level, page_size: int, labels: list[str] | None = None) -> list[dict[str, Any]]:
+        """`POST /tools/find`, expanded, every match: page after page until one comes back empty.
+
+        A short page is not the end: with LimitFindResults or LimitFindInstances set (Orthanc's
+        scalability FAQ recommends them), Orthanc cuts each answer to its limit silently (1.12)
+        or to one more (1.10), whatever Limit asks.
+        """
+        query: dict[str, Any] = {"Level": level.resource_type, "Query": {}, "Expand": True}
+        if labels:
+            query |= {"Labels": labels, "LabelsConstraint": "All"}
+        found: list[dict[str, Any]] = []
+        while page := self.request("POST", "/tools/find", json.dumps({**query, "Since": len(found),
+                                                                      "Limit": page_size}).encode()).json(
+                "POST /tools/find"):
+            found.extend(page)
+        return found
+
+    def all_labels(self) -> list[str]:
+        """Every label in use (`/tools/labels`, 1.12.0)."""
+        return self.get_json("/tools/labels")
+
+    def add_label(self, level: Level, orthanc_id: str, label: str) -> None:
+        self.request("PUT", f"/{level.route}/{orthanc_id}/labels/{label}", b"")
+
+    def remove_label(self, level: Level, orthanc_id: str, label: str) -> None:
+        self.request("DELETE", f"/{level.route}/{orthanc_id}/labels/{label}")
 
     # --- instances' files -------------------------------------------------------------------
 

@@ -9,14 +9,15 @@ class Level(enum.Enum):
     """patients > studies > series > instances: route, what an expanded item names its children,
     its parent and its own UID, and what /statistics counts it as."""
 
-    PATIENTS = ("patients", "Studies", None, "PatientID", "CountPatients")
-    STUDIES = ("studies", "Series", "ParentPatient", "StudyInstanceUID", "CountStudies")
-    SERIES = ("series", "Instances", "ParentStudy", "SeriesInstanceUID", "CountSeries")
-    INSTANCES = ("instances", None, "ParentSeries", "SOPInstanceUID", "CountInstances")
+    PATIENTS = ("patients", "Patient", "Studies", None, "PatientID", "CountPatients")
+    STUDIES = ("studies", "Study", "Series", "ParentPatient", "StudyInstanceUID", "CountStudies")
+    SERIES = ("series", "Series", "Instances", "ParentStudy", "SeriesInstanceUID", "CountSeries")
+    INSTANCES = ("instances", "Instance", None, "ParentSeries", "SOPInstanceUID", "CountInstances")
 
-    def __init__(self, route: str, children_key: str | None, parent_key: str | None, uid_tag: str,
-                 count_key: str):
+    def __init__(self, route: str, resource_type: str, children_key: str | None, parent_key: str | None,
+                 uid_tag: str, count_key: str):
         self.route = route  # /patients, /studies/{id}, ...
+        self.resource_type = resource_type  # /tools/find's Level, an item's Type
         self.children_key = children_key  # an expanded item's list of its children's IDs
         self.parent_key = parent_key  # an expanded item's parent's ID
         self.uid_tag = uid_tag  # the main tag that identifies a resource of this level

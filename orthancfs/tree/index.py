@@ -81,6 +81,24 @@ class OrthancIndex:
     def studies(self) -> list[dict[str, Any]]:
         return self._level(Level.STUDIES).items
 
+    def has_labels(self) -> bool:
+        return self.client.capabilities.labels
+
+    def labels(self) -> list[str]:
+        """Every label in use, sorted (the folders of by-labels/)."""
+        return self.cache.get(("labels",), lambda: sorted(self.client.all_labels()))
+
+    def studies_with_label(self, label: str) -> list[dict[str, Any]]:
+        """The expanded studies that carry `label` (every one: /tools/find is paged to its end)."""
+        return self.cache.get(("label", label), lambda: self.client.find(Level.STUDIES, self.page_size, [label]))
+
+    def resource(self, level: Level, orthanc_id: str) -> dict[str, Any]:
+        """One expanded resource: from its level's list if that is loaded whole, else `item`."""
+        loaded = self.cache.peek(("level", level))
+        if loaded is not None and self.in_bulk_mode() and orthanc_id in loaded.by_id:
+            return loaded.by_id[orthanc_id]
+        return self.item(level, orthanc_id)
+
     def level_loaded(self, level: Level) -> bool:
         """Whether every resource of `level` is at hand (no request needed to list them)."""
         return self.cache.peek(("level", level)) is not None

@@ -25,6 +25,7 @@ from ..content import BytesContent, ContentStore, Handle
 from ..errors import (
     CrossDevice,
     Forbidden,
+    InvalidName,
     IsADirectory,
     NotADirectory,
     NotFound,
@@ -71,9 +72,11 @@ class WritePolicy:
     uploads: bool = True
     deletes: bool = False
     read_only: bool = False
+    labels: bool = False  # studies' labels may be changed (--allow-labels)
 
 
 UID_NAME = re.compile(r"[0-9]+(\.[0-9]+)*")  # a DICOM UID: digits and dots, as by-uids/ names them
+LABEL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what Orthanc takes as a label
 
 
 @dataclass
@@ -262,6 +265,8 @@ class Tree:
             return False
         if node.view == UPLOADS:
             return self.policy.uploads
+        if self.policy.labels and node.role is Role.STUDY:  # (the kernel lets only writers set xattrs)
+            return True
         return self.policy.deletes and node.is_dir and node.role is not Role.ROOT
 
     def open(self, node: Node, writable: bool = False, truncate: bool = False) -> Handle:
@@ -383,6 +388,37 @@ class Tree:
             elif self.uploads.set_times(node, atime_ns, mtime_ns):
                 return node  # a retried upload was delivered: the file is gone, and that is success
         return self.refresh(node)
+
+    def labels(self, node: Node) -> list[str] | None:
+        """A study folder's labels, in any view (None: not a study, or an Orthanc without labels)."""
+        if node.role is not Role.STUDY or not self.index.has_labels():
+            return None
+        return sorted(self.index.resource(Level.STUDIES, node.ident).get("Labels", []))
+
+    def check_labels(self, node: Node, labels: list[str]) -> set[str]:
+        """The labels set_labels() would give `node`, or the error it would raise (changing nothing)."""
+        if self.policy.read_only:
+            raise ReadOnly("mounted --read-only")
+        if not self.policy.labels:
+            raise Forbidden("changing labels is disabled; mount with --allow-labels")
+        if node.role is not Role.STUDY or not self.index.has_labels():
+            raise NotPermitted(f"{node.name}: only studies carry labels (Orthanc 1.12 and later)")
+        wanted = {label.strip() for label in labels if label.strip()}
+        bad = sorted(label for label in wanted if not LABEL_NAME.fullmatch(label))
+        if bad:
+            raise InvalidName(f"not a label (letters, digits, - and _, 64 at most): {', '.join(bad)}")
+        return wanted
+
+    def set_labels(self, node: Node, labels: list[str]) -> None:
+        """Give a study exactly these labels (each added or removed in Orthanc), visible at once."""
+        wanted = self.check_labels(node, labels)
+        current = set(self.client.item(Level.STUDIES, node.ident).get("Labels", []))
+        for label in sorted(wanted - current):
+            self.client.add_label(Level.STUDIES, node.ident, label)
+        for label in sorted(current - wanted):
+            self.client.remove_label(Level.STUDIES, node.ident, label)
+        self.index.cache.invalidate()
+        log.info("labels of study %s (%s): %s", node.ident, node.name, ", ".join(sorted(wanted)) or "none")
 
     def status(self, node: Node) -> str | None:
         """Why an upload is still in uploads/ (None: nothing to say)."""

@@ -31,6 +31,7 @@ class Role(enum.StrEnum):
     PATIENT = "patient"
     STUDY = "study"
     SERIES = "series"
+    LABEL = "label"  # a folder of by-labels/, named after its label
     YEAR = "year"
     MONTH = "month"
     UNDATED = "undated"

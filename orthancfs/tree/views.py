@@ -19,7 +19,9 @@ from .naming import Wanted, join_fields
 from .nodes import ROLE_LEVEL, Kind, Node, Role, directory
 
 BY_PATIENTS, BY_STUDIES, BY_DATES, BY_UIDS, UPLOADS = "by-patients", "by-studies", "by-dates", "by-uids", "uploads"
+BY_LABELS = "by-labels"  # only where Orthanc has labels (1.12): absent, not empty, elsewhere
 VIEWS = (BY_DATES, BY_PATIENTS, BY_STUDIES, BY_UIDS)
+ALL_VIEWS = (BY_DATES, BY_LABELS, BY_PATIENTS, BY_STUDIES, BY_UIDS)
 UNDATED_NAME = "unknown-date"
 
 Entry = tuple[Wanted, Node]
@@ -30,9 +32,13 @@ def sources(index: OrthancIndex, node: Node) -> Sources:
     """Everything (from Orthanc) that the listing of `node` depends on."""
     role, view = node.role, node.view
     if role is Role.ROOT:
-        return ()
+        return (index.has_labels(),)
+    if role is Role.VIEW and view == BY_LABELS:
+        return (index.labels(),)
     if role is Role.VIEW:
         return (index.patients(),) if view == BY_PATIENTS else (index.studies(),)
+    if role is Role.LABEL:
+        return (index.studies_with_label(node.ident),)
     if role in (Role.YEAR, Role.MONTH, Role.UNDATED):
         return (index.studies(),)
     level = ROLE_LEVEL[role]
@@ -52,15 +58,17 @@ def child_entry(parent: Node, child: dict) -> Entry:
     return _instance(parent, child) if parent.role is Role.SERIES else _series_folder(parent, child)
 
 
-def _root(node: Node) -> list[Entry]:
-    names = (*VIEWS, UPLOADS)
+def _root(node: Node, labels: bool) -> list[Entry]:
+    names = (*(ALL_VIEWS if labels else VIEWS), UPLOADS)
     return [
         (Wanted(name, name), directory(name, Role.UPLOADS if name == UPLOADS else Role.VIEW, "", node.mtime_ns))
         for name in names
     ]
 
 
-def _view(node: Node, resources: list[dict]) -> list[Entry]:
+def _view(node: Node, resources: list) -> list[Entry]:
+    if node.view == BY_LABELS:  # label names are [A-Za-z0-9_-]{1,64}: safe as they are
+        return [(Wanted(label, label), directory(BY_LABELS, Role.LABEL, label, node.mtime_ns)) for label in resources]
     if node.view == BY_PATIENTS:
         return [_dir(node.view, Role.PATIENT, p, [_tag(p, "PatientID"), _tag(p, "PatientName")]) for p in resources]
     if node.view == BY_DATES:
@@ -77,6 +85,10 @@ def _studies(view: str, studies: Iterable[dict]) -> list[Entry]:
                                    _tag(s, "StudyDescription")])
         for s in studies
     ]
+
+
+def _label(node: Node, studies: list[dict]) -> list[Entry]:
+    return _studies(BY_LABELS, studies)
 
 
 def _patient(node: Node, studies: list[dict]) -> list[Entry]:
@@ -151,7 +163,7 @@ def _undated(node: Node, studies: list[dict]) -> list[Entry]:
 
 
 _LISTERS: dict[Role, Callable[..., list[Entry]]] = {
-    Role.ROOT: _root, Role.VIEW: _view, Role.PATIENT: _patient,
+    Role.ROOT: _root, Role.VIEW: _view, Role.LABEL: _label, Role.PATIENT: _patient,
     Role.STUDY: _study, Role.SERIES: _series, Role.YEAR: _year, Role.MONTH: _month, Role.UNDATED: _undated,
 }
 

@@ -8,6 +8,9 @@ provider cannot forget one:
   uploads/ (COPY and MOVE only to somewhere inside it);
 - `delete`: also DELETE in the views (when the server allows deletes at all).
 
+PROPPATCH in the views needs the upload role too: it sets a study's labels there (Orthanc 1.12,
+--allow-labels), and the views provider refuses any other property.
+
 uploads/ itself can be given properties and unlocked, but not deleted, moved,
 overwritten or locked: a lock on the whole drop folder would hold every other
 uploader out.  Anything else is refused with 403 (405 for methods nobody has).
@@ -63,6 +66,8 @@ def needed_role(method: str, path: str, destination: str | None, prefix: str = "
         raise DAVError(HTTP_FORBIDDEN, f"uploads/ itself cannot take {method}; its contents can")
     if method == "DELETE":
         return "delete"
+    if method == "PROPPATCH" and where == VIEWS:  # a study's labels, and nothing else (views.py)
+        return "upload"
     raise DAVError(HTTP_FORBIDDEN, "the views are read-only; only uploads/ accepts changes")
 
 

@@ -22,10 +22,12 @@ from wsgidav import util
 from wsgidav.dav_error import DAVError
 from wsgidav.mw.base_mw import BaseMiddleware
 
-from ..tree.views import VIEWS
+from ..tree.views import ALL_VIEWS as VIEWS
 from .bodies import parse_xml
 
 DAV = "DAV:"
+OURS = "http://orthancfs.invalid/ns"
+OUR_NAMES = frozenset({"labels"})
 ALL = None  # allprop (or an empty body): every live property
 NAMES = "propname"  # the names of every live property, no values
 OK, NOT_FOUND = "HTTP/1.1 200 OK", "HTTP/1.1 404 Not Found"
@@ -127,17 +129,33 @@ def response(resource: Any, wanted: list[Property] | str | None) -> str:
     elif wanted == NAMES:
         found, missing = [(local, "") for local in values], []
     else:
-        found = [(local, values[local]) for namespace, local in wanted if namespace == DAV and local in values]
-        missing = [(namespace, local) for namespace, local in wanted if namespace != DAV or local not in values]
+        values.update(ours(resource, wanted))
+        found = [(local, values[local]) for namespace, local in wanted if namespace in (DAV, OURS) and local in values]
+        missing = [(namespace, local) for namespace, local in wanted
+                   if namespace not in (DAV, OURS) or local not in values]
     parts = [f"<D:response><D:href>{escape(resource.get_href())}</D:href>"]
     if found or not missing:
-        props = "".join(f"<D:{local}>{value}</D:{local}>" if value else f"<D:{local}/>" for local, value in found)
+        props = "".join(_element(local, value) for local, value in found)
         parts.append(f"<D:propstat><D:prop>{props}</D:prop><D:status>{OK}</D:status></D:propstat>")
     if missing:
         props = "".join(_empty(namespace, local) for namespace, local in missing)
         parts.append(f"<D:propstat><D:prop>{props}</D:prop><D:status>{NOT_FOUND}</D:status></D:propstat>")
     parts.append("</D:response>")
     return "".join(parts)
+
+
+def ours(resource: Any, wanted: list[Property]) -> dict[str, str]:
+    """orthancfs's own live properties, only when named (a study's labels cost a request)."""
+    if (OURS, "labels") not in wanted:
+        return {}
+    labels = resource.labels_property()
+    return {} if labels is None else {"labels": escape(labels)}
+
+
+def _element(local: str, value: str) -> str:
+    if local in OUR_NAMES:
+        return f'<O:{local} xmlns:O="{OURS}">{value}</O:{local}>'
+    return f"<D:{local}>{value}</D:{local}>" if value else f"<D:{local}/>"
 
 
 def live_properties(resource: Any) -> dict[str, str]:

@@ -17,12 +17,13 @@ from wsgidav.dav_error import HTTP_FORBIDDEN, HTTP_NOT_FOUND, DAVError
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 
 from ..errors import NotFound, OrthancFSError
-from ..tree import Kind, Node, Tree
+from ..tree import Kind, Node, Role, Tree
 from .errors import dav_error
 from .names import windows_safe
 from .streams import ContentFile
 
 MAPPINGS_KEPT = 4096
+LABELS_PROPERTY = "{http://orthancfs.invalid/ns}labels"  # a study's labels, comma-separated
 VANISHED_FOR = 60.0  # seconds a folder emptied by this server's deletes still takes DELETEs
 HREF_SAFE = "!*'(),$-_|."  # what wsgidav's get_href() leaves unquoted besides "/" (Nautilus wants it so)
 CONTENT_TYPES = {Kind.INSTANCE: "application/dicom", Kind.JSON: "application/json", Kind.TEXT: "text/plain"}
@@ -74,6 +75,9 @@ class ViewsProvider(DAVProvider):
             if found is None:
                 return self._vanished(path, environ, "/".join(parts[: depth + 1]))
             parent, (name, node) = node, found
+        if environ.get("REQUEST_METHOD") == "PROPPATCH" and node.role is not Role.STUDY:
+            raise DAVError(HTTP_FORBIDDEN, "the views are read-only: they keep no properties (a study's labels "
+                                           "aside)")
         return make_resource(path, environ, node, parent, name)
 
     def _child(self, node: Node, part: str) -> tuple[str, Node] | None:
@@ -152,9 +156,33 @@ class _TreeResource:
         return True
 
     def set_property_value(self, name: str, value: Any, dry_run: bool = False) -> None:
-        # Dead properties here would be kept by nobody but this process; refused, as writes are
-        # (and propfind.py can answer for every property there is).
-        raise DAVError(HTTP_FORBIDDEN, "the views are read-only: they keep no properties")
+        """Only a study's labels (Orthanc 1.12, --allow-labels).  Dead properties here would be kept by
+        nobody but this process; refused, as writes are (and propfind.py answers for every property)."""
+        if name != LABELS_PROPERTY:
+            raise DAVError(HTTP_FORBIDDEN, "the views are read-only: they keep no properties")
+        text = value if isinstance(value, str) else getattr(value, "text", None) or ""
+        labels = text.split(",") if value is not None else []  # None: PROPPATCH's remove
+        tree: Tree = self.provider.tree
+        try:
+            (tree.check_labels if dry_run else tree.set_labels)(self.node, labels)
+        except OrthancFSError as exc:
+            raise dav_error(exc) from None
+
+    def labels_property(self) -> str | None:
+        """A study's labels, comma-separated (None: not a study, or an Orthanc without labels)."""
+        try:
+            labels = self.provider.tree.labels(self.node)
+        except OrthancFSError as exc:
+            raise dav_error(exc) from None
+        return None if labels is None else ",".join(labels)
+
+    def get_property_value(self, name: str) -> Any:
+        if name == LABELS_PROPERTY:
+            value = self.labels_property()
+            if value is None:
+                raise DAVError(HTTP_NOT_FOUND)
+            return value
+        return super().get_property_value(name)  # type: ignore[misc]
 
     def get_display_name(self) -> str:
         return self.path.rstrip("/").rsplit("/", 1)[-1]
