@@ -69,3 +69,9 @@ EXPECTED_PATIENT_FOLDERS = {
     "P-SHARE-B - Share^B",
     "_HIDDEN - Evil_mcd.exe",
 }
+
+
+def root_views(client) -> list[str]:  # noqa: ANN001 - an OrthancClient
+    """What the root lists, sorted: by-labels/ only where Orthanc has labels (1.12)."""
+    views = ["by-dates", "by-patients", "by-studies", "by-uids", "uploads"]
+    return sorted([*views, "by-labels"]) if client.capabilities.labels else views

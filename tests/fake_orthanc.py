@@ -12,7 +12,7 @@ by endpoint.  What it stores lives in fake_store.py.
 Endpoints: GET /system, /statistics, /changes (DELETE too); GET /{level} (expand, since, limit);
 GET and DELETE /{level}/{id}; GET /{level}/{id}/{lower level} (child and grandchild routes,
 expanded); GET /instances/{id}/file and /instances/{id}/attachments/dicom/{info,md5};
-POST /instances (one DICOM file); POST /tools/lookup.
+POST /instances (one DICOM file); POST /tools/lookup; POST /tools/find (tags and date ranges).
 """
 
 from __future__ import annotations
@@ -181,6 +181,8 @@ class RestApi:
                 (r"/statistics", {"GET": self.statistics}),
                 (r"/changes", {"GET": self.changes, "DELETE": self.clear_changes}),
                 (r"/tools/lookup", {"POST": self.lookup}),
+                (r"/tools/find", {"POST": self.find}),
+                (r"/tools/labels", {"GET": self.labels}),
                 (r"/(instances)", {"GET": self.listing, "POST": self.upload}),
                 (r"/(patients|studies|series)", {"GET": self.listing}),
                 (rf"/{level}/([^/]+)", {"GET": self.document, "DELETE": self.delete}),
@@ -255,6 +257,14 @@ class RestApi:
 
     def lookup(self, call: Call) -> Answer:
         return json_answer(self.store.lookup(call.body.decode("utf-8", "replace")))
+
+    def find(self, call: Call) -> Answer:
+        return json_answer(self.store.find(json.loads(call.body)))
+
+    def labels(self, call: Call) -> Answer:
+        if self.store.version < (1, 12, 0):
+            raise unknown_resource()
+        return json_answer([])  # labels are not modelled: none in use
 
     def changes(self, call: Call) -> Answer:
         try:

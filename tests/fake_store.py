@@ -16,6 +16,7 @@ Orthanc's StableAge far away), ZIP uploads, overwriting, labels, metadata, compr
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import io
 import itertools
@@ -288,6 +289,20 @@ class FakeStore:
                 resources = resources[since:] if unlimited else resources[since : since + limit]
             return [self._document(r) if expand else r.id for r in resources]
 
+    def find(self, request: dict[str, Any]) -> list[Any]:
+        """`POST /tools/find`: resources of a level whose main tags match every constraint of the
+        query (an exact value, a `*`/`?` pattern, or a `from-to` range of dates), expanded or not,
+        paged by Since and Limit.  (Labels are not modelled: a labelled query finds nothing.)"""
+        level = FIND_LEVELS[str(request.get("Level", "")).lower()]
+        query = request.get("Query", {})
+        with self._lock:
+            matches = [r for r in self._ordered(self._levels[level].values())
+                       if not request.get("Labels") and all(_matches(_tag_of(r, tag), wanted)
+                                                            for tag, wanted in query.items())]
+            since, limit = int(request.get("Since", 0)), int(request.get("Limit", 0))
+            matches = matches[since:since + limit] if limit else matches[since:]
+            return [self._document(r) if request.get("Expand") else r.id for r in matches]
+
     def descendants(self, level: str, ident: str, below: str) -> list[dict[str, Any]]:
         """`GET /{level}/{id}/{below}`: the expanded descendants of one level, as Orthanc orders them.
 
@@ -467,3 +482,20 @@ def normalized_identifier(value: str) -> str:
 def timestamp() -> str:
     """Now, as Orthanc writes LastUpdate and change dates (local time)."""
     return time.strftime("%Y%m%dT%H%M%S")
+
+
+FIND_LEVELS = {"patient": "patients", "study": "studies", "series": "series", "instance": "instances"}
+
+
+def _tag_of(resource: Resource, tag: str) -> str:
+    return str(resource.tags.get(tag) or resource.patient_tags.get(tag) or "")
+
+
+def _matches(value: str, wanted: str) -> bool:
+    """DICOM C-FIND matching as Orthanc's find does it for the tags we ask about."""
+    if "-" in wanted and wanted.replace("-", "").isdigit():  # a range of dates: from-to, -to, from-
+        first, _, last = wanted.partition("-")
+        return bool(value) and (not first or value >= first) and (not last or value <= last)
+    if "*" in wanted or "?" in wanted:
+        return fnmatch.fnmatchcase(value, wanted)
+    return value == wanted

@@ -38,8 +38,8 @@ def files(tree: Tree, view: str) -> list[tuple[str, Node]]:
     return [(p, n) for p, n in walk(tree, tree.resolve(view), view) if not n.is_dir]
 
 
-def test_root_lists_the_views(tree: Tree) -> None:
-    assert list(tree.children(tree.root)) == ["by-dates", "by-patients", "by-studies", "by-uids", "uploads"]
+def test_root_lists_the_views(tree: Tree, orthanc: LoadedOrthanc) -> None:
+    assert list(tree.children(tree.root)) == dataset.root_views(orthanc.client)
     assert tree.children(tree.resolve("uploads")) == {}
 
 
@@ -286,3 +286,29 @@ def test_no_listing_is_cut_by_the_servers_find_limits(tmp_path: Path, bulk_limit
             assert len(tree.children(series)) == 25
         finally:
             tree.close()
+        fresh = Tree(client, tmp_path / "fresh", metadata_ttl=60, bulk_limit=bulk_limit, page_size=7)
+        try:  # a year found with a date-range query (/tools/find, paged to its end), not from every study
+            assert len(tree_of_year := fresh.children(fresh.resolve("by-dates/2020/2020-01"))) == 31, tree_of_year
+        finally:
+            fresh.close()
+
+
+def test_a_year_of_by_dates_is_found_without_every_study(orthanc: LoadedOrthanc, tmp_path: Path) -> None:
+    """by-dates/{year}/ comes from one date-range query when the studies are not at hand (a PACS holds
+    decades of them) and Orthanc can page it to its end.  Same names, months and studies as when every
+    study is listed."""
+    listed = Tree(orthanc.client, tmp_path / "listed", metadata_ttl=60)
+    expected = {year: dict(walk(listed, listed.resolve(f"by-dates/{year}"))) for year in ("2020", "1999")}
+    listed.close()
+    tree = Tree(orthanc.client, tmp_path / "state", metadata_ttl=60, bulk_limit=0)
+    try:
+        for year, paths in expected.items():
+            found = dict(walk(tree, tree.resolve(f"by-dates/{year}")))
+            assert {p: n.key for p, n in found.items()} == {p: n.key for p, n in paths.items()}
+        with pytest.raises(NotFound):
+            tree.resolve("by-dates/2031")
+        # Version-dependent: only where Orthanc pages queries to their end (1.12.5's extended find); before
+        # that, with LimitFindResults set, no query gets past the limit, so every study is listed instead.
+        assert tree.index.level_loaded(Level.STUDIES) is not orthanc.client.capabilities.extended_find
+    finally:
+        tree.close()

@@ -42,6 +42,10 @@ class Capabilities:
 
     version: tuple[int, int, int]
     version_text: str
+    # /tools/find pages through every match (1.12.5, with a database that has it).  Before, with
+    # LimitFindResults set, no paging ever reaches past the limit (1.10 answers the first limit + 1
+    # matches, whatever Since says): a listing made from it could be cut, so none is.
+    extended_find: bool = False
 
     @property
     def attachment_range(self) -> bool:
@@ -57,10 +61,11 @@ class Capabilities:
     def from_system(cls, system: dict[str, Any]) -> Capabilities:
         text = str(system.get("Version", "0"))
         if text == "mainline":  # development builds are newer than any release
-            return cls((999, 0, 0), text)
+            return cls((999, 0, 0), text, bool(system.get("Capabilities", {}).get("HasExtendedFind", False)))
+        extended = bool(system.get("Capabilities", {}).get("HasExtendedFind", False))
         numbers = [int(n) for n in re.findall(r"\d+", text)[:3]]
         numbers += [0] * (3 - len(numbers))
-        return cls((numbers[0], numbers[1], numbers[2]), text)
+        return cls((numbers[0], numbers[1], numbers[2]), text, extended)
 
 
 class OrthancClient:
@@ -122,18 +127,20 @@ class OrthancClient:
     def delete_resource(self, level: Level, orthanc_id: str) -> None:
         self.delete(f"/{level.route}/{orthanc_id}")
 
-    def find(self, level: Level, page_size: int, labels: list[str] | None = None) -> list[dict[str, Any]]:
+    def find(self, level: Level, page_size: int, labels: list[str] | None = None,
+             query: dict[str, str] | None = None) -> list[dict[str, Any]]:
         """`POST /tools/find`, expanded, every match: page after page until one comes back empty.
 
         A short page is not the end: with LimitFindResults or LimitFindInstances set (Orthanc's
-        scalability FAQ recommends them), Orthanc cuts each answer to its limit silently (1.12)
-        or to one more (1.10), whatever Limit asks.
+        scalability FAQ recommends them), Orthanc cuts each answer to its limit silently, whatever
+        Limit asks.  Complete only where Capabilities.extended_find: before that, paging never gets
+        past the server's limit.
         """
-        query: dict[str, Any] = {"Level": level.resource_type, "Query": {}, "Expand": True}
+        asked: dict[str, Any] = {"Level": level.resource_type, "Query": query or {}, "Expand": True}
         if labels:
-            query |= {"Labels": labels, "LabelsConstraint": "All"}
+            asked |= {"Labels": labels, "LabelsConstraint": "All"}
         found: list[dict[str, Any]] = []
-        while page := self.request("POST", "/tools/find", json.dumps({**query, "Since": len(found),
+        while page := self.request("POST", "/tools/find", json.dumps({**asked, "Since": len(found),
                                                                       "Limit": page_size}).encode()).json(
                 "POST /tools/find"):
             found.extend(page)

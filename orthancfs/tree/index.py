@@ -89,8 +89,26 @@ class OrthancIndex:
         return self.cache.get(("labels",), lambda: sorted(self.client.all_labels()))
 
     def studies_with_label(self, label: str) -> list[dict[str, Any]]:
-        """The expanded studies that carry `label` (every one: /tools/find is paged to its end)."""
+        """The expanded studies that carry `label`: a query where Orthanc can page it to its end
+        (extended find), else the list of every study, whose items name their labels."""
+        if not self.client.capabilities.extended_find:
+            return [study for study in self.studies() if label in study.get("Labels", ())]
         return self.cache.get(("label", label), lambda: self.client.find(Level.STUDIES, self.page_size, [label]))
+
+    def finds_completely(self) -> bool:
+        """Whether queries can list folders (Orthanc pages them to their end: extended find)."""
+        return self.client.capabilities.extended_find
+
+    def studies_of_year(self, year: str) -> list[dict[str, Any]]:
+        """The expanded studies whose StudyDate falls in `year` (by-dates/{year}/ and its months): with
+        one date-range query (paged) where Orthanc can page it to its end, not the list of every study
+        (a PACS holds decades of them); from every study where they are at hand, or must be."""
+        loaded = self.cache.peek(("level", Level.STUDIES))
+        if loaded is not None or not self.finds_completely():
+            studies = loaded.items if loaded is not None else self.studies()
+            return [s for s in studies if str(s.get("MainDicomTags", {}).get("StudyDate", "")).startswith(year)]
+        return self.cache.get(("year", year), lambda: self.client.find(
+            Level.STUDIES, self.page_size, query={"StudyDate": f"{year}0101-{year}1231"}))
 
     def resource(self, level: Level, orthanc_id: str) -> dict[str, Any]:
         """One expanded resource: from its level's list if that is loaded whole, else `item`."""

@@ -77,6 +77,7 @@ class WritePolicy:
 
 UID_NAME = re.compile(r"[0-9]+(\.[0-9]+)*")  # a DICOM UID: digits and dots, as by-uids/ names them
 LABEL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what Orthanc takes as a label
+YEAR_NAME = re.compile(r"[0-9]{4}")  # a folder of by-dates/
 
 
 @dataclass
@@ -197,6 +198,8 @@ class Tree:
         to the listing, which numbers them.  Below it, a series by its UID and an instance by
         `{SOPInstanceUID}.dcm` (see _child_by_uid).
         """
+        if parent.view == views.BY_DATES and parent.role is Role.VIEW:
+            return self._year(name)
         if parent.view != views.BY_UIDS:
             return None
         if parent.role in (Role.STUDY, Role.SERIES):
@@ -211,6 +214,16 @@ class Tree:
             return None
         [entry] = views.entries(parent, (studies,))
         return _named_if_plain(entry, name)
+
+    def _year(self, name: str) -> Node | None:
+        """by-dates/{year}, found with a date-range query instead of listing every study (unless they
+        are at hand already); NotFound if no study was made that year."""
+        if not YEAR_NAME.fullmatch(name) or self.index.level_loaded(Level.STUDIES) or not self.index.finds_completely():
+            return None
+        entry = views.year_entry(name, self.index.studies_of_year(name))
+        if entry is None:
+            raise NotFound(f"by-dates/{name}")
+        return entry[1].named(name)
 
     def _child_by_uid(self, parent: Node, name: str) -> Node | None:
         """A series of a by-uids/ study, or an instance (`UID.dcm`) of a by-uids/ series, found by

@@ -39,7 +39,9 @@ def sources(index: OrthancIndex, node: Node) -> Sources:
         return (index.patients(),) if view == BY_PATIENTS else (index.studies(),)
     if role is Role.LABEL:
         return (index.studies_with_label(node.ident),)
-    if role in (Role.YEAR, Role.MONTH, Role.UNDATED):
+    if role in (Role.YEAR, Role.MONTH):
+        return (index.studies_of_year(node.ident[:4]),)
+    if role is Role.UNDATED:
         return (index.studies(),)
     level = ROLE_LEVEL[role]
     children = index.children(level, node.ident)
@@ -130,6 +132,11 @@ def _json(parent: Node, role: Role, document: bytes | None) -> Entry:
     name = role.value
     node = Node((parent.view, role, parent.ident), Kind.JSON, size=len(document), mtime_ns=parent.mtime_ns)
     return Wanted(f"json:{name}", name.removesuffix(".json"), ".json"), node
+
+
+def year_entry(year: str, studies: list[dict]) -> Entry | None:
+    """by-dates/{year}'s entry as the listing of by-dates/ would have it, from that year's studies."""
+    return next((entry for entry in _years(studies) if entry[0].stem == year), None)
 
 
 def _years(studies: list[dict]) -> list[Entry]:
