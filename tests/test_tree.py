@@ -260,8 +260,9 @@ def test_statfs_reports_orthanc_usage(tree: Tree, orthanc: LoadedOrthanc) -> Non
     assert stats.free_bytes > 0 and stats.free_files > 0  # uploads are staged on the local disk
 
 
+@pytest.mark.parametrize("page_size", [7, 1000])  # pages below the server's limits; pages it cuts
 @pytest.mark.parametrize("bulk_limit", [50_000, 0])  # whole levels at once; folder by folder
-def test_no_listing_is_cut_by_the_servers_find_limits(tmp_path: Path, bulk_limit: int) -> None:
+def test_no_listing_is_cut_by_the_servers_find_limits(tmp_path: Path, bulk_limit: int, page_size: int) -> None:
     """Orthanc's scalability FAQ recommends LimitFindResults / LimitFindInstances; /tools/find is then cut
     to them silently (1.12) or with one more (1.10).  No listing of ours may be: every view of 30
     patients, and a series of 25 instances, complete with limits of 10 and 20."""
@@ -275,7 +276,7 @@ def test_no_listing_is_cut_by_the_servers_find_limits(tmp_path: Path, bulk_limit
             client.upload(instances(1, f"LIM{n:02d}")[0])
         for payload in instances(25, "BIGSERIES"):
             client.upload(payload)
-        tree = Tree(client, tmp_path / "state", metadata_ttl=60, bulk_limit=bulk_limit, page_size=7)
+        tree = Tree(client, tmp_path / "state", metadata_ttl=60, bulk_limit=bulk_limit, page_size=page_size)
         try:
             assert len(tree.children(tree.resolve("by-patients"))) == 31
             assert len(tree.children(tree.resolve("by-studies"))) == 31
@@ -286,7 +287,7 @@ def test_no_listing_is_cut_by_the_servers_find_limits(tmp_path: Path, bulk_limit
             assert len(tree.children(series)) == 25
         finally:
             tree.close()
-        fresh = Tree(client, tmp_path / "fresh", metadata_ttl=60, bulk_limit=bulk_limit, page_size=7)
+        fresh = Tree(client, tmp_path / "fresh", metadata_ttl=60, bulk_limit=bulk_limit, page_size=page_size)
         try:  # a year found with a date-range query (/tools/find, paged to its end), not from every study
             assert len(tree_of_year := fresh.children(fresh.resolve("by-dates/2020/2020-01"))) == 31, tree_of_year
         finally:

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 ORTHANC_BINARY = os.environ.get("ORTHANC_BINARY", "/usr/sbin/Orthanc")
 # A Debian root with another release's Orthanc in it (debootstrap --include=orthanc), run with chroot:
 # the test suite runs against Debian 12's 1.10 and Debian 13's 1.12 on one machine.
-ORTHANC_ROOT = os.environ.get("ORTHANC_ROOT")
+ORTHANC_ROOT = os.environ.get("ORTHANC_ROOT") or None
 START_TIMEOUT = 60.0
 
 

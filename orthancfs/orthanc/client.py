@@ -146,6 +146,17 @@ class OrthancClient:
             found.extend(page)
         return found
 
+    def listed_page(self, level: Level, since: int, limit: int) -> list[dict[str, Any]]:
+        """A page of `level` with only what a listing shows (extended find's ResponseContent: main
+        tags, the parent and LastUpdate, not the lists of children), each shaped as page() gives it.
+        May be cut short by the server's LimitFindResults (callers check)."""
+        asked = {"Level": level.resource_type, "Query": {}, "ResponseContent": ["MainDicomTags", "Metadata", "Parent"],
+                 "Since": since, "Limit": limit}
+        found = self.request("POST", "/tools/find", json.dumps(asked).encode()).json("POST /tools/find")
+        for item in found:
+            item["LastUpdate"] = item.pop("Metadata", {}).get("LastUpdate", "")
+        return found
+
     def all_labels(self) -> list[str]:
         """Every label in use (`/tools/labels`, 1.12.0)."""
         return self.get_json("/tools/labels")
