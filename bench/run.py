@@ -466,12 +466,17 @@ def large_payloads(count: int):  # noqa: ANN201 - a generator of bytes
     fixed-width identifiers (same lengths, so every element stays valid): making 100,000 files
     with pydicom took longer than Orthanc took to store them."""
     first = large_identifiers(0)
-    template = make_dicom(Spec(first[0], first[1], first[2], first[3], sop_uid=first[4]))
+    template = make_dicom(Spec(first[0], first[1], first[2], first[3], sop_uid=first[4], study_date=large_date(0)))
     for n in range(count):
-        data = template
+        data = template.replace(large_date(0).encode(), large_date(n).encode(), 1)  # decades of studies
         for old, new in zip(first, large_identifiers(n), strict=True):
             data = data.replace(old.encode(), new.encode())
         yield data
+
+
+def large_date(n: int) -> str:
+    """Study dates over 35 years (1990-2024), as a PACS holds them."""
+    return f"{1990 + n % 35}{n % 12 + 1:02d}15"
 
 
 def measure_large(bench: Bench, server: OrthancServer, work: Path) -> None:
@@ -512,6 +517,27 @@ def measure_large(bench: Bench, server: OrthancServer, work: Path) -> None:
 
     bench.measure("WebDAV: PROPFIND of by-patients/ with 100,000+ patients", "Orthanc's WebDAV", dav_listing,
                   lambda: dav_listing(f"{server.url}/webdav"), mine="webdav")
+
+    def raw_studies() -> float:  # what listing any folder of by-dates/ cost before date queries: every study
+        session = requests.Session()
+        started, since = time.perf_counter(), 0
+        while page := session.get(f"{server.url}/studies", params={"expand": "", "since": since,
+                                                                   "limit": 1000}).json():
+            since += len(page)
+        return time.perf_counter() - started
+
+    def year_listing(mount: Path) -> float:
+        started = time.perf_counter()
+        months = os.listdir(mount / "by-dates" / "2024")
+        elapsed = time.perf_counter() - started
+        if len(months) != 12:
+            raise RuntimeError(f"by-dates/2024 has {len(months)} months")
+        return elapsed
+
+    # Orthanc 1.12.5 pages date-range queries to their end: by-dates/2024/ needs that year's studies
+    # only (run with ORTHANC_ROOT for it; 1.10 lists every study).
+    bench.measure("first `ls by-dates/2024/` with 100,000+ studies", "raw paged REST listing of every study",
+                  year_listing, raw_studies)
 
     # A script opening a path it knows (UIDs from its own records) in a big database.
     *_, study_uid, series_uid, sop_uid = large_identifiers(54_321)
