@@ -28,8 +28,8 @@ ENTRY_PROPERTIES = (b'<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D=
                     b"<D:resourcetype/><D:getcontentlength/></D:prop></D:propfind>")
 STATUS_PROPERTIES = (b'<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:" '
                      b'xmlns:O="http://orthancfs.invalid/ns"><D:prop><O:status/></D:prop></D:propfind>')
-STATUSES = {400: Error.INVALID, 403: Error.FORBIDDEN, 404: Error.NOT_FOUND, 409: Error.CONFLICT,
-            412: Error.EXISTS, 415: Error.REFUSED, 503: Error.UNAVAILABLE, 507: Error.FULL}
+STATUSES = {400: Error.INVALID, 403: Error.FORBIDDEN, 404: Error.NOT_FOUND, 405: Error.NOT_PERMITTED,
+            409: Error.CONFLICT, 412: Error.EXISTS, 415: Error.REFUSED, 503: Error.UNAVAILABLE, 507: Error.FULL}
 EXISTING = {"MKCOL": 405}  # RFC 4918: MKCOL of something that exists is 405
 
 
