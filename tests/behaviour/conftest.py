@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import itertools
 import re
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -33,6 +34,7 @@ from .webdav_frontend import WebDAVFrontend
 FRONTENDS: dict[str, Callable[[Tree], Frontend]] = {"tree": TreeFrontend, "fuse": FuseFrontend,
                                                     "webdav": WebDAVFrontend}
 _SECONDS: dict[str, float] = defaultdict(float)
+JOIN_SECONDS = 10.0
 _FRONTEND_ID = re.compile(r"behaviour/.*\[(?:.*-)?(tree|fuse|webdav)(?:-.*)?\]$")
 
 OpenFrontend = Callable[..., Frontend]
@@ -76,6 +78,7 @@ def open_frontend(request: pytest.FixtureRequest, fake: FakeOrthanc, tmp_path: P
     monkeypatch.setattr(pyfuse3, "readdir_reply", fuse_frontend.readdir_reply)  # see fuse_frontend.py
     numbers = itertools.count()
     with ExitStack() as stack:
+        stack.callback(join_workers, set(threading.enumerate()))
 
         def opened(policy: WritePolicy | None = None, timeout: float = 30.0) -> Frontend:
             trees = stack.enter_context(ExitStack())  # each frontend closes before its tree
@@ -86,6 +89,14 @@ def open_frontend(request: pytest.FixtureRequest, fake: FakeOrthanc, tmp_path: P
             return frontend
 
         yield opened
+
+
+def join_workers(before: set[threading.Thread]) -> None:
+    """Wait for the worker threads the trees started: Tree.close() does not (see test_closing.py),
+    and what they log after it would land in the next test's log."""
+    for thread in set(threading.enumerate()) - before:
+        if thread.name.startswith("orthancfs-"):
+            thread.join(JOIN_SECONDS)
 
 
 @pytest.fixture
