@@ -107,6 +107,7 @@ class WebDAVFrontend:
         return Response(started["status"], started["headers"], b"".join([*written, *chunks]))
 
     def checked(self, method: str, path: str, body: bytes = b"", **headers: str) -> Response:
+        """The response, or Failed with what its status means."""
         response = self.request(method, path, body, **headers)
         if response.status >= 400:
             kind = Error.EXISTS if EXISTING.get(method) == response.status else STATUSES.get(response.status)
@@ -130,16 +131,15 @@ class WebDAVFrontend:
         return is_collection(properties), int(length.text or 0) if length is not None else 0
 
     def read(self, path: str, offset: int = 0, size: int | None = None) -> bytes:
-        if self.stat(path)[0]:
+        is_dir, length = self.stat(path)
+        if is_dir:
             raise Failed(Error.IS_A_DIRECTORY, f"{path} is a folder (as its PROPFIND says)")
-        if size == 0:
-            return b""
         if offset == 0 and size is None:
             return self.checked("GET", path).body
+        if offset >= length or size == 0:
+            return b""  # no range to ask for (wsgidav would answer 416), as clients know from the length
         last = "" if size is None else str(offset + size - 1)
-        response = self.request("GET", path, Range=f"bytes={offset}-{last}")
-        if response.status == 416:  # from the end of the file on: nothing
-            return b""
+        response = self.checked("GET", path, Range=f"bytes={offset}-{last}")
         assert response.status == 206, f"GET /{path} with a Range: {response.status}"
         return response.body
 
