@@ -48,6 +48,7 @@ class Frontend(Protocol):
     name: str
     coarser: Mapping[Error, Error]  # kinds this frontend can only say as a coarser one
     keeps_receipts: bool  # a stored upload stays readable at its path for a while (WebDAV's clients read back)
+    touches: bool  # has touch (WebDAV has no way to set a time: its clients PUT a file again)
 
     def shown(self, name: str) -> str:
         """How this frontend shows a name of the views (WebDAV maps Windows-unsafe characters)."""
@@ -70,6 +71,9 @@ class Frontend(Protocol):
     def rename(self, old: str, new: str) -> None: ...
 
     def mkdir(self, path: str) -> None: ...
+
+    def touch(self, path: str) -> None:
+        """Set its times to now (in uploads/, a kept file is sent again)."""
 
     def status(self, path: str) -> str | None:
         """Why an upload is still in uploads/ (FUSE: its xattr; WebDAV: its status property)."""

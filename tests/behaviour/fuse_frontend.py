@@ -25,6 +25,7 @@ import errno
 import os
 import stat
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
@@ -42,6 +43,8 @@ from .frontend import Error, Failed, read_range
 MAX_READ = MAX_WRITE = 128 * 1024  # what the kernel asks for at most, by default
 DIR_BUFFER_ENTRIES = 5
 CONTEXT = SimpleNamespace(pid=os.getpid(), uid=os.getuid(), gid=os.getgid(), umask=0o022)
+TIMES = SimpleNamespace(update_atime=True, update_mtime=True, update_size=False, update_mode=False,
+                        update_uid=False, update_gid=False, update_ctime=False)  # what touch(1) sets
 WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC  # what cp and shells open a new file with
 
 ERRNOS = {
@@ -181,6 +184,7 @@ class FuseFrontend:
     # EIO is said for every failure that is not the caller's, EINVAL for bad names as for refusals.
     coarser = {Error.FAILED: Error.UNAVAILABLE, Error.INVALID: Error.REFUSED}
     keeps_receipts = False
+    touches = True
 
     def __init__(self, tree: Tree):
         self.ops = OrthancOperations(tree, FuseSettings(uid=os.getuid(), gid=os.getgid()))
@@ -314,6 +318,15 @@ class FuseFrontend:
                 raise kernel_refuses(kind, f"rename(2) of {old} onto {new}, of another type")
             self.call(self.ops.rename, old_parent, os.fsencode(old_name), new_parent, os.fsencode(new_name), 0,
                       CONTEXT)
+
+    def touch(self, path: str) -> None:
+        """utimensat(2) with UTIME_NOW, without a descriptor (the kernel's SetattrFields cannot be made here:
+        the handler reads only its flags)."""
+        with self.syscall() as call:
+            inode = call.walk(path).st_ino
+            attr = pyfuse3.EntryAttributes()
+            attr.st_atime_ns = attr.st_mtime_ns = time.time_ns()
+            self.call(self.ops.setattr, inode, attr, TIMES, None, CONTEXT)
 
     def status(self, path: str) -> str | None:
         with self.syscall() as call:

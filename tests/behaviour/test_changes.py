@@ -69,6 +69,9 @@ def test_the_views_refuse_writes(frontend: Frontend, data: Pacs) -> None:
         frontend.mkdir(f"by-patients/{LI}/new")
     with fails(frontend, Error.NOT_PERMITTED):
         frontend.rename(f"by-patients/{LI}", "by-patients/renamed")
+    if frontend.touches:
+        with fails(frontend, Error.NOT_PERMITTED):
+            frontend.touch(li_file(data))
     assert frontend.write_file("uploads/note.txt", b"a note") is None
     with fails(frontend, Error.CROSS_DEVICE):
         frontend.rename("uploads/note.txt", f"by-patients/{LI}/note.txt")

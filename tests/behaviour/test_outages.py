@@ -79,3 +79,20 @@ def test_an_upload_to_a_stopped_orthanc_stays_not_sent(open_frontend: OpenFronte
     assert frontend.status("uploads/new.dcm").startswith("not sent")
     with within(BOUND), fails(frontend, Error.UNAVAILABLE):
         frontend.listdir("by-studies")
+
+
+def test_a_kept_file_is_sent_again_once_orthanc_is_back(open_frontend: OpenFrontend, fake: FakeOrthanc) -> None:
+    """touch retries (README, "Uploading"); a WebDAV client, which cannot touch, PUTs the file again."""
+    frontend = open_frontend(timeout=TIMEOUT)
+    fake.faults.fail(503)  # a proxy whose Orthanc is gone
+    [new] = new_study("UP-AGAIN")
+    assert says(frontend, frontend.write_file("uploads/new.dcm", new.data), Error.UNAVAILABLE)
+    assert "touch the file to retry" in frontend.status("uploads/new.dcm")
+    fake.faults.clear()
+    time.sleep(TIMEOUT + 0.1)  # after an outage the client fails fast for a moment (at most --timeout)
+    if frontend.touches:
+        frontend.touch("uploads/new.dcm")
+    else:
+        assert frontend.write_file("uploads/new.dcm", new.data) is None
+    assert frontend.listdir("uploads") == []
+    assert fake.store.instance(new.id).data == new.data

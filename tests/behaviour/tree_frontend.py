@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 
 from orthancfs import errors
@@ -54,6 +55,7 @@ class TreeFrontend:
     name = "tree"
     coarser: dict[Error, Error] = {}
     keeps_receipts = False
+    touches = True
 
     def __init__(self, tree: Tree):
         self.tree = tree
@@ -115,6 +117,11 @@ class TreeFrontend:
     def mkdir(self, path: str) -> None:
         with translated():
             self.tree.mkdir(*self._parent(path))
+
+    def touch(self, path: str) -> None:
+        now = time.time_ns()
+        with translated():
+            self.tree.set_attributes(self.tree.resolve(path), atime_ns=now, mtime_ns=now)
 
     def status(self, path: str) -> str | None:
         with translated():

@@ -82,6 +82,7 @@ class WebDAVFrontend:
                Error.NOT_A_DIRECTORY: Error.CONFLICT, Error.IS_A_DIRECTORY: Error.CONFLICT,
                Error.EXISTS: Error.CONFLICT, Error.NOT_EMPTY: Error.CONFLICT, Error.CANCELLED: Error.CONFLICT}
     keeps_receipts = True
+    touches = False
 
     def __init__(self, tree: Tree, windows_names: bool = True):
         self.windows_names = windows_names  # `orthancfs webdav`'s default
@@ -165,6 +166,9 @@ class WebDAVFrontend:
 
     def mkdir(self, path: str) -> None:
         self.checked("MKCOL", path)
+
+    def touch(self, path: str) -> None:
+        raise NotImplementedError("WebDAV has no touch: getlastmodified is a protected property")
 
     def status(self, path: str) -> str | None:
         properties = self._propfind(path, "0", STATUS_PROPERTIES)[path.strip("/")]
