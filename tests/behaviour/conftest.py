@@ -65,16 +65,16 @@ def build_tree(stack: ExitStack, url: str, cache_dir: Path, policy: WritePolicy,
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "known_bug(frontend, reason): a difference of that frontend that is a bug "
-                                       "of orthancfs: the test fails there (xfail, strict)")
+    config.addinivalue_line("markers", "known_bug(*frontends, reason): a difference of these frontends that is "
+                                       "a bug of orthancfs: the test fails there (xfail, strict)")
 
 
 @pytest.fixture(params=list(FRONTENDS))
 def open_frontend(request: pytest.FixtureRequest, fake: FakeOrthanc, tmp_path: Path,
                   monkeypatch: pytest.MonkeyPatch) -> Iterator[OpenFrontend]:
     known = request.node.get_closest_marker("known_bug")
-    if known is not None and known.args[0] == request.param:
-        request.node.add_marker(pytest.mark.xfail(strict=True, reason=f"{request.param}: {known.args[1]}"))
+    if known is not None and request.param in known.args:
+        request.node.add_marker(pytest.mark.xfail(strict=True, reason=f"{request.param}: {known.kwargs['reason']}"))
     monkeypatch.setattr(pyfuse3, "readdir_reply", fuse_frontend.readdir_reply)  # see fuse_frontend.py
     numbers = itertools.count()
     with ExitStack() as stack:

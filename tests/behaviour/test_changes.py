@@ -99,7 +99,7 @@ WEBDAV_405 = ("uploads/ under --read-only or --no-upload: wsgidav's request serv
               "client that the folder exists (RFC 4918)")
 
 
-@pytest.mark.known_bug("webdav", WEBDAV_405)
+@pytest.mark.known_bug("webdav", reason=WEBDAV_405)
 def test_read_only_refuses_uploads(open_frontend: OpenFrontend) -> None:
     frontend = open_frontend(WritePolicy(read_only=True))
     [new] = new_study("UP-RO")
@@ -109,7 +109,7 @@ def test_read_only_refuses_uploads(open_frontend: OpenFrontend) -> None:
     assert frontend.listdir("uploads") == []
 
 
-@pytest.mark.known_bug("webdav", WEBDAV_405)
+@pytest.mark.known_bug("webdav", reason=WEBDAV_405)
 def test_without_uploads_uploads_is_refused(open_frontend: OpenFrontend) -> None:
     frontend = open_frontend(WritePolicy(uploads=False))
     [new] = new_study("UP-OFF")

@@ -46,7 +46,7 @@ DOWNLOAD_FAILURE_IS_500 = (
     "(webdav/streams.py), and only views.TreeFile.get_content() translates model errors (FUSE: EIO)")
 
 
-@pytest.mark.known_bug("webdav", DOWNLOAD_FAILURE_IS_500)
+@pytest.mark.known_bug("webdav", reason=DOWNLOAD_FAILURE_IS_500)
 def test_a_download_that_stops_is_an_error_not_a_hang(open_frontend: OpenFrontend, fake: FakeOrthanc,
                                                       data: Pacs) -> None:
     """The file is known (its folder listed before the outage); its content is not."""
