@@ -14,7 +14,7 @@ from .conftest import OpenFrontend
 from .frontend import Error, fails, says
 from .pacs import Pacs, new_study
 
-TIMEOUT = 0.5  # the client's --timeout
+TIMEOUT = 0.3  # the client's --timeout
 BOUND = 5.0  # seconds: the timeout, the check that settles an upload (as long again), and slack for a busy machine
 
 pytestmark = pytest.mark.allow_warnings  # outages are logged, as they should be
