@@ -33,8 +33,8 @@ from .webdav_frontend import WebDAVFrontend
 
 FRONTENDS: dict[str, Callable[[Tree], Frontend]] = {"tree": TreeFrontend, "fuse": FuseFrontend,
                                                     "webdav": WebDAVFrontend}
-_SECONDS: dict[str, float] = defaultdict(float)
 JOIN_SECONDS = 10.0
+_SECONDS: dict[str, float] = defaultdict(float)  # by frontend, for the summary
 _FRONTEND_ID = re.compile(r"behaviour/.*\[(?:.*-)?(tree|fuse|webdav)(?:-.*)?\]$")
 
 OpenFrontend = Callable[..., Frontend]

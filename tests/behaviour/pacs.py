@@ -21,6 +21,10 @@ from .. import dataset
 from ..fake_orthanc import FakeOrthanc
 from ..fake_store import FakeStore
 
+# Names the data set must produce (more in tests/dataset.py's EXPECTED_PATIENT_FOLDERS).
+MULLER, MULLER_STUDY = "P-MULLER - Müller^Jürgen", "P-MULLER - Müller^Jürgen - CT Head"
+LI, LI_STUDY = "P-LI - 李^小龍", "P-LI - 李^小龍 - MR 脑"
+DUPLICATE = "DUP_1 - Same^Name"
 BIG = {"patient_id": "P-GR", "patient_name": "Παπαδόπουλος^Νίκος", "study_date": "20230721",
        "study_description": "Cine", "modality": "OT", "series_description": "Multi-frame",
        "frames": 12, "rows": 512, "columns": 512}
@@ -50,6 +54,16 @@ class Pacs:
 
     def of_patient(self, patient_id: str) -> list[Instance]:
         return [instance for instance in self.instances if instance.spec.patient_id == patient_id]
+
+
+def numbered(name: str, number: int) -> str:
+    """The name of the `number`th resource (from 0, in Orthanc ID order) that wants `name`."""
+    return f"{name} ({number})" if number else name
+
+
+def by_uids(instance: Instance) -> str:
+    """Its path in by-uids/ (for a StudyInstanceUID no other patient shares)."""
+    return f"by-uids/{instance.spec.study_uid}/{instance.spec.series_uid}/{instance.spec.sop_uid}.dcm"
 
 
 def instances(specs: list[Spec]) -> list[Instance]:

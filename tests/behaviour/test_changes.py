@@ -9,8 +9,7 @@ from orthancfs.tree import WritePolicy
 from ..fake_orthanc import FakeOrthanc
 from .conftest import OpenFrontend
 from .frontend import Error, Frontend, fails, says
-from .pacs import Pacs, new_study
-from .test_listing import LI, LI_STUDY, MULLER, MULLER_STUDY, numbered
+from .pacs import LI, LI_STUDY, MULLER, MULLER_STUDY, Pacs, by_uids, new_study, numbered
 
 
 def studies(fake: FakeOrthanc) -> set[str]:
@@ -18,8 +17,7 @@ def studies(fake: FakeOrthanc) -> set[str]:
 
 
 def li_file(data: Pacs) -> str:
-    li = data.of_patient("P-LI")[0]
-    return f"by-uids/{li.spec.study_uid}/{li.spec.series_uid}/{li.spec.sop_uid}.dcm"
+    return by_uids(data.of_patient("P-LI")[0])
 
 
 def test_deletes_are_refused_without_allow_delete(frontend: Frontend, fake: FakeOrthanc, data: Pacs) -> None:
@@ -45,7 +43,7 @@ def test_deleting_a_study_removes_it_from_every_view(open_frontend: OpenFrontend
     assert numbered(MULLER_STUDY, 1) not in frontend.listdir("by-dates/2020/2020-01")
     assert victim.spec.study_uid not in frontend.listdir("by-uids")
     with fails(frontend, Error.NOT_FOUND):
-        frontend.stat(f"by-uids/{victim.spec.study_uid}/{victim.spec.series_uid}/{victim.spec.sop_uid}.dcm")
+        frontend.stat(by_uids(victim))
 
 
 def test_deleting_an_instance_and_what_cannot_be_deleted(open_frontend: OpenFrontend, fake: FakeOrthanc,

@@ -4,15 +4,7 @@ from __future__ import annotations
 
 from .. import dataset
 from .frontend import Error, Frontend, fails
-from .pacs import Instance, Pacs, new_study
-
-MULLER, MULLER_STUDY = "P-MULLER - Müller^Jürgen", "P-MULLER - Müller^Jürgen - CT Head"
-LI, LI_STUDY = "P-LI - 李^小龍", "P-LI - 李^小龍 - MR 脑"
-DUPLICATE = "DUP_1 - Same^Name"
-
-
-def numbered(name: str, number: int) -> str:
-    return f"{name} ({number})" if number else name
+from .pacs import DUPLICATE, LI, LI_STUDY, MULLER, MULLER_STUDY, Instance, Pacs, by_uids, new_study, numbered
 
 
 def instance_ids_below(frontend: Frontend, path: str) -> set[str]:
@@ -121,7 +113,7 @@ def test_a_missing_path_is_not_found_at_every_level(frontend: Frontend, data: Pa
 def test_files_are_not_directories_and_directories_not_files(frontend: Frontend, data: Pacs) -> None:
     li = data.of_patient("P-LI")[0]
     study = f"by-uids/{li.spec.study_uid}"
-    for path in (f"{study}/{li.spec.series_uid}/{li.spec.sop_uid}.dcm", f"{study}/study.json"):
+    for path in (by_uids(li), f"{study}/study.json"):
         with fails(frontend, Error.NOT_A_DIRECTORY):
             frontend.listdir(path)
         with fails(frontend, Error.NOT_A_DIRECTORY):

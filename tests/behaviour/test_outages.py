@@ -12,7 +12,7 @@ import pytest
 from ..fake_orthanc import FakeOrthanc
 from .conftest import OpenFrontend
 from .frontend import Error, fails, says
-from .pacs import Pacs, new_study
+from .pacs import Pacs, by_uids, new_study
 
 TIMEOUT = 0.3  # the client's --timeout
 BOUND = 5.0  # seconds: the timeout, the check that settles an upload (as long again), and slack for a busy machine
@@ -31,9 +31,8 @@ def test_a_frozen_orthanc_is_unavailable_not_a_hang(open_frontend: OpenFrontend,
                                                      data: Pacs) -> None:
     frontend = open_frontend(timeout=TIMEOUT)
     fake.faults.freeze()
-    li = data.of_patient("P-LI")[0]
     for operation, path in [(frontend.listdir, "by-patients"), (frontend.stat, "by-studies/x"),
-                            (frontend.read, f"by-uids/{li.spec.study_uid}/{li.spec.series_uid}/{li.spec.sop_uid}.dcm")]:
+                            (frontend.read, by_uids(data.of_patient("P-LI")[0]))]:
         with within(BOUND), fails(frontend, Error.UNAVAILABLE):
             operation(path)
     assert frontend.listdir("uploads") == []  # a local folder: no need of Orthanc
@@ -51,8 +50,7 @@ def test_a_download_that_stops_is_an_error_not_a_hang(open_frontend: OpenFronten
                                                       data: Pacs) -> None:
     """The file is known (its folder listed before the outage); its content is not."""
     frontend = open_frontend(timeout=TIMEOUT)
-    big = data.big.spec
-    path = f"by-uids/{big.study_uid}/{big.series_uid}/{big.sop_uid}.dcm"
+    path = by_uids(data.big)
     assert frontend.stat(path) == (False, len(data.big.data))
     fake.faults.freeze()
     with within(BOUND), fails(frontend, Error.UNAVAILABLE):

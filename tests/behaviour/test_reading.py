@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from ..fake_orthanc import FakeOrthanc
 from .frontend import Frontend
-from .pacs import Instance, Pacs, orthanc_json
+from .pacs import Pacs, by_uids, orthanc_json
 
 
 def files_below(frontend: Frontend, path: str) -> Iterator[str]:
@@ -17,10 +17,6 @@ def files_below(frontend: Frontend, path: str) -> Iterator[str]:
             yield from files_below(frontend, below)
         else:
             yield below
-
-
-def by_uids(instance: Instance) -> str:
-    return f"by-uids/{instance.spec.study_uid}/{instance.spec.series_uid}/{instance.spec.sop_uid}.dcm"
 
 
 def test_every_instance_has_orthancs_size_and_bytes(frontend: Frontend, fake: FakeOrthanc, data: Pacs) -> None:
