@@ -332,7 +332,8 @@ class FakeOrthanc:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.05},
+        # stop() waits for the serving loop to look up: at most this long (the fast tests start and stop one a test).
+        self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.005},
                                         name=f"fake-orthanc-{self.port}", daemon=True)
         self._thread.start()
 
