@@ -15,7 +15,14 @@ from typing import Any, BinaryIO
 from urllib.parse import urlencode
 
 import urllib3
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ReadTimeoutError, SSLError
+from urllib3.exceptions import (
+    ClosedPoolError,
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ReadTimeoutError,
+    SSLError,
+)
 
 from .answers import Answer
 from .connection import ClientSettings, request_headers
@@ -66,6 +73,8 @@ class BlockingTransport:
 
 def failure_of(exc: HTTPError) -> TransportFailure:
     """What kind of failure urllib3's error is, and whether the request may have reached Orthanc."""
+    if isinstance(exc, ClosedPoolError):  # the client was closed while a request waited for a connection
+        return TransportFailure("closed", reason(exc), sent=False)
     if isinstance(exc, NewConnectionError):  # (a ConnectTimeoutError too, in urllib3 2)
         return TransportFailure("refused", reason(exc), sent=False)
     if isinstance(exc, ConnectTimeoutError):

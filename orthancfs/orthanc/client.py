@@ -78,6 +78,7 @@ class OrthancClient:
         self.health = Health(self.base_url, min(FAIL_FAST_SECONDS, settings.timeout))
 
     def close(self) -> None:
+        self.health.close()
         self.transport.close()
 
     def attempts(self) -> Iterator[Attempt]:

@@ -55,7 +55,8 @@ def attempts(timeout: float, connect_timeout: float, retries: int) -> Iterator[A
 class TransportFailure(Exception):  # noqa: N818 - what a transport reports, judged by Retrying
     """A request that got no answer.  `kind`: "refused" (never reached Orthanc: may be tried
     again), "lost" (the connection broke: may be tried again), "timeout" or "tls" (not tried
-    again: a timeout may have had an effect; a TLS failure will fail again).  `sent`: whether the
+    again: a timeout may have had an effect; a TLS failure will fail again), "closed" (the
+    client was closed: an unmount or a stop, not an outage).  `sent`: whether the
     request may have reached Orthanc."""
 
     def __init__(self, kind: str, message: str, sent: bool):
@@ -89,6 +90,8 @@ class Retrying:
         if failure.kind == "timeout":
             return OrthancUnavailable(f"{self.method} {self.path}: no answer within the timeout ({failure})",
                                       failure.sent)
+        if failure.kind == "closed":
+            return OrthancUnavailable(f"{self.method} {self.path}: not sent, orthancfs is stopping", failure.sent)
         if failure.kind == "tls":
             return OrthancUnavailable(f"TLS failure talking to {self.base_url}: {failure}", failure.sent)
         return OrthancUnavailable(f"cannot reach Orthanc at {self.base_url}: {failure}", failure.sent)
@@ -103,9 +106,18 @@ class Health:
         self._failure: OrthancUnavailable | None = None
         self._answered = False  # before Orthanc ever answered, the caller reports failures itself
         self._retry_at = 0.0
+        self._closed = False
         self._lock = threading.Lock()
 
+    def close(self) -> None:
+        """From now on requests fail at once, and their failures are no news (work that was
+        under way at an unmount or a stop ends without a false outage warning)."""
+        with self._lock:
+            self._closed = True
+
     def check(self, method: str, path: str) -> None:
+        if self._closed:
+            raise OrthancUnavailable(f"{method} {path}: not sent, orthancfs is stopping", may_have_arrived=False)
         with self._lock:
             failure, waiting = self._failure, self._retry_at - time.monotonic()
         if failure is not None and waiting > 0:
@@ -114,7 +126,7 @@ class Health:
 
     def failed(self, exc: OrthancUnavailable) -> None:
         with self._lock:
-            news = self._failure is None and self._answered
+            news = self._failure is None and self._answered and not self._closed
             self._failure, self._retry_at = exc, time.monotonic() + self.fail_fast_seconds
         if news:
             log.warning("Orthanc at %s is unavailable: %s", self.url, exc)

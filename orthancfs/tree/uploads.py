@@ -43,6 +43,7 @@ from ..errors import (
     InvalidName,
     IsADirectory,
     LocalDiskFull,
+    NameTooLong,
     NotADirectory,
     NotEmpty,
     NotFound,
@@ -54,6 +55,7 @@ from .escape import one_line
 from .events import Events, FolderRemoved
 from .ingest import Dispatch, Ingester, Outcome
 from .ledger import Ledger
+from .naming import MAX_NAME_BYTES, numbered
 from .nodes import Kind, Node, Role
 from .receipts import Receipts
 from .staging import SpaceBudget, Staging, copy_content
@@ -297,7 +299,11 @@ class UploadArea:
             writing = self._writers.writing(rel)
             try:
                 info = os.fstat(writing[-1].fd) if writing else os.lstat(self.local(rel))
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError) as exc:
+                raise NotFound(f"uploads/{rel}") from exc
+            except OSError as exc:
+                if exc.errno != errno.ENAMETOOLONG:  # a name no upload can have
+                    raise
                 raise NotFound(f"uploads/{rel}") from None
         name, mode = rel.rsplit("/", 1)[-1], stat.S_IMODE(info.st_mode)
         if stat.S_ISDIR(info.st_mode):
@@ -787,13 +793,19 @@ class UploadArea:
             self.ledger.record(rel, "found at start-up, never sent (interrupted); touch it to send it")
 
     def _free_name(self, rel: str) -> str:
-        stem, dot, extension = rel.rpartition(".") if "." in rel.rsplit("/", 1)[-1] else (rel, "", "")
+        folder, slash, name = rel.rpartition("/")
+        stem, dot, extension = name.rpartition(".") if "." in name else (name, "", "")
         number = 1
-        while os.path.lexists(self.local(f"{stem} ({number}){dot}{extension}")):
+        while os.path.lexists(self.local(free := folder + slash + numbered(stem, number, dot + extension))):
             number += 1
-        return f"{stem} ({number}){dot}{extension}"
+        return free
 
     def _new_name(self, parent: Node, name: str) -> str:
+        """Checked here for every frontend: the local file system would refuse it later, as a raw OSError."""
+        if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+            raise NameTooLong(f"a name over {MAX_NAME_BYTES} bytes")
+        if name in ("", ".", "..") or "/" in name or "\0" in name:
+            raise InvalidName(f"not a file name: {name!r}")
         if not parent.ident and name == REPORT_NAME:
             raise InvalidName(f"{REPORT_NAME} is reserved for the report")
         if parent.kind is not Kind.DIRECTORY:

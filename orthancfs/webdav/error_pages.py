@@ -29,6 +29,9 @@ from wsgidav.dav_error import (
 )
 from wsgidav.mw.base_mw import BaseMiddleware
 
+from ..errors import OrthancFSError
+from .errors import dav_error
+
 log = logging.getLogger(__name__)
 
 CLOSE = ("Connection", "close")  # the connection cannot be read any further
@@ -67,9 +70,23 @@ def as_dav_error(exc: Exception) -> DAVError:
         return DAVError(HTTP_REQUEST_TIMEOUT, "the request body stopped coming", add_headers=[CLOSE])
     if isinstance(exc, DAVError):
         return exc
+    if isinstance(exc, OrthancFSError):  # raised while the answer was read (a download that failed)
+        return dav_error(exc)
     if isinstance(exc, OSError) and exc.errno == errno.EACCES:
         return DAVError(HTTP_FORBIDDEN, src_exception=exc)
     return DAVError(HTTP_INTERNAL_ERROR, src_exception=exc)
+
+
+def log_failure(environ: dict, status: str, error: DAVError) -> None:
+    """A crash with its traceback; a failure the model explained (Orthanc unavailable) in one line."""
+    where = (environ.get("REQUEST_METHOD"), _path(environ), status)
+    cause = error.src_exception
+    if isinstance(cause, BaseException):
+        log.error("%s %r: %s", *where, exc_info=(type(cause), cause, cause.__traceback__))
+    elif error.value == HTTP_INTERNAL_ERROR:
+        log.error("%s %r: %s", *where, exc_info=(type(error), error, error.__traceback__))
+    else:
+        log.error("%s %r: %s: %s", *where, error.context_info)
 
 
 def status_line(code: int) -> str:
@@ -82,9 +99,7 @@ def status_line(code: int) -> str:
 def error_page(environ: dict, start_response: Callable, error: DAVError) -> Iterator[bytes]:
     status = status_line(error.value)
     if error.value >= 500:
-        cause = error.src_exception if isinstance(error.src_exception, BaseException) else error
-        log.error("%s %r: %s", environ.get("REQUEST_METHOD"), _path(environ), status,
-                  exc_info=(type(cause), cause, cause.__traceback__))
+        log_failure(environ, status, error)
     headers = [("Date", util.get_rfc1123_time()), *(error.add_headers or [])]
     if error.value in (HTTP_NOT_MODIFIED, HTTP_NO_CONTENT):
         start_response(status, [("Content-Length", "0"), *headers])

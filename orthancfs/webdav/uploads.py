@@ -40,8 +40,10 @@ class UploadsProvider(DAVProvider):
         self.tree = tree
 
     def is_readonly(self) -> bool:
-        """What OPTIONS advertises (the tree refuses the writes themselves)."""
-        return self.tree.policy.read_only or not self.tree.policy.uploads
+        """False even under --read-only or --no-upload: for a read-only provider wsgidav
+        answers every write 405 before the tree is asked (no Allow header, and a MKCOL's
+        405 says the folder exists); the tree refuses it with its reason, as a 403."""
+        return False
 
     def get_resource_inst(self, path: str, environ: dict) -> Any:
         rel = path.strip("/")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from orthancfs.tree import WritePolicy
 
 from ..fake_orthanc import FakeOrthanc
@@ -89,15 +87,6 @@ def test_read_only_refuses_every_change_to_the_views(open_frontend: OpenFrontend
     assert studies(fake) == before
 
 
-WEBDAV_405 = ("uploads/ under --read-only or --no-upload: wsgidav's request server offers only read methods "
-              "for a provider whose is_readonly() is true, so PUT, MKCOL, DELETE and MOVE get 405 Method Not "
-              "Allowed (without the Allow header RFC 9110 requires; logged by wsgidav at ERROR, 'Invalid HTTP "
-              "method') before the tree is asked: not the 403 "
-              "that webdav/errors.py gives ReadOnly and Forbidden (and the views give); a MKCOL's 405 tells a "
-              "client that the folder exists (RFC 4918)")
-
-
-@pytest.mark.known_bug("webdav", reason=WEBDAV_405)
 def test_read_only_refuses_uploads(open_frontend: OpenFrontend) -> None:
     frontend = open_frontend(WritePolicy(read_only=True))
     [new] = new_study("UP-RO")
@@ -107,7 +96,6 @@ def test_read_only_refuses_uploads(open_frontend: OpenFrontend) -> None:
     assert frontend.listdir("uploads") == []
 
 
-@pytest.mark.known_bug("webdav", reason=WEBDAV_405)
 def test_without_uploads_uploads_is_refused(open_frontend: OpenFrontend) -> None:
     frontend = open_frontend(WritePolicy(uploads=False))
     [new] = new_study("UP-OFF")

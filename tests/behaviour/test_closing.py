@@ -15,19 +15,12 @@ from orthancfs.tree import WritePolicy
 from ..fake_orthanc import FakeOrthanc
 from .conftest import build_tree
 
-BACKGROUND_WORK_OUTLIVES_CLOSE = (
-    "Tree.close() shuts its executors down with wait=False (tree/index.py _pages and _prefetch, content.py "
-    "_downloads), and open_tree's ExitStack closes the client right after: a walk's bulk load (or a download) "
-    "still running goes on with the closed client and logs 'Orthanc at ... is unavailable: ... Pool is closed', "
-    "a false outage warning at an unmount or server stop during a walk (here it leaked into the next test's log)")
-
 
 def threads_named(prefix: str) -> list[threading.Thread]:
     return [thread for thread in threading.enumerate() if thread.name.startswith(prefix)]
 
 
 @pytest.mark.allow_warnings
-@pytest.mark.xfail(strict=True, reason=BACKGROUND_WORK_OUTLIVES_CLOSE)
 def test_nothing_the_tree_started_runs_on_after_it_is_closed(fake: FakeOrthanc, tmp_path: Path,
                                                               caplog: pytest.LogCaptureFixture) -> None:
     with ExitStack() as stack:

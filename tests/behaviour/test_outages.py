@@ -38,14 +38,6 @@ def test_a_frozen_orthanc_is_unavailable_not_a_hang(open_frontend: OpenFrontend,
     assert frontend.listdir("uploads") == []  # a local folder: no need of Orthanc
 
 
-DOWNLOAD_FAILURE_IS_500 = (
-    "GET of an instance whose download fails (Orthanc frozen, --timeout passed) answers 500 Internal Server Error, "
-    "logged at ERROR with a traceback as a bug (webdav/error_pages.py), not the 503 webdav/errors.py gives "
-    "OrthancUnavailable: the download fails after open(), while wsgidav reads the ContentFile "
-    "(webdav/streams.py), and only views.TreeFile.get_content() translates model errors (FUSE: EIO)")
-
-
-@pytest.mark.known_bug("webdav", reason=DOWNLOAD_FAILURE_IS_500)
 def test_a_download_that_stops_is_an_error_not_a_hang(open_frontend: OpenFrontend, fake: FakeOrthanc,
                                                       data: Pacs) -> None:
     """The file is known (its folder listed before the outage); its content is not."""

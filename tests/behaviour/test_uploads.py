@@ -134,15 +134,7 @@ def test_names_in_uploads(frontend: Frontend) -> None:
     assert frontend.listdir("uploads") == [REPORT, "README.TXT"]
 
 
-NAME_LENGTH_UNCHECKED = (
-    "a name over 255 bytes in uploads/: only the FUSE frontend refuses it (fuse/operations.py _name, "
-    "ENAMETOOLONG); Tree.create/mkdir/rename take it, and the local rename or mkdir into files/ raises a raw "
-    "OSError(ENAMETOOLONG), outside the model's vocabulary (errors.NameTooLong exists, unused), so WebDAV "
-    "answers PUT, MKCOL and MOVE with 500 and logs a bug, instead of 403")
-
-
 @pytest.mark.allow_warnings  # WebDAV logs its 500s
-@pytest.mark.known_bug("tree", "webdav", reason=NAME_LENGTH_UNCHECKED)
 def test_names_over_255_bytes_are_refused(frontend: Frontend) -> None:
     long = "uploads/" + "é" * 128  # 256 bytes
     assert says(frontend, frontend.write_file(long, b"data"), Error.INVALID)
