@@ -301,7 +301,21 @@ class FakeStore:
                                                             for tag, wanted in query.items())]
             since, limit = int(request.get("Since", 0)), int(request.get("Limit", 0))
             matches = matches[since:since + limit] if limit else matches[since:]
+            if "ResponseContent" in request:
+                return [self._content(r, request["ResponseContent"]) for r in matches]
             return [self._document(r) if request.get("Expand") else r.id for r in matches]
+
+    def _content(self, resource: Resource, asked: list[str]) -> dict[str, Any]:
+        """A found resource with only the parts ResponseContent names (1.12.5): MainDicomTags (with the
+        patient's for a study), Parent, Children, Metadata (here only LastUpdate)."""
+        document = self._document(resource)
+        parts = {"MainDicomTags": ("MainDicomTags", "PatientMainDicomTags"), "Children": tuple(CHILD_IDS.values()),
+                 "Parent": tuple(PARENT_ID.values())}
+        kept = {"ID", "Type"} | {key for part in asked for key in parts.get(part, ())}
+        content = {key: value for key, value in document.items() if key in kept}
+        if "Metadata" in asked:
+            content["Metadata"] = {"LastUpdate": resource.last_update} if resource.level in CHILD_IDS else {}
+        return content
 
     def descendants(self, level: str, ident: str, below: str) -> list[dict[str, Any]]:
         """`GET /{level}/{id}/{below}`: the expanded descendants of one level, as Orthanc orders them.
