@@ -267,6 +267,8 @@ class RestApi:
         return json_answer([])  # labels are not modelled: none in use
 
     def changes(self, call: Call) -> Answer:
+        if "last" in call.query:  # the newest entry only
+            return json_answer(self.store.last_change())
         try:
             since, limit = call.integer("since"), call.integer("limit")
         except OrthancError:  # Orthanc reads a bad number here as "from the start", not as an error

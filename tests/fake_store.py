@@ -373,6 +373,17 @@ class FakeStore:
                 answer["First"] = page[0].seq
             return answer
 
+    def last_change(self) -> dict[str, Any]:
+        """`GET /changes?last`."""
+        with self._lock:
+            newest = [self._changes[-1].document()] if self._changes else []
+            # The newest entry still there (deletions remove entries), else the sequence's end.
+            answer: dict[str, Any] = {"Changes": newest, "Done": True,
+                                      "Last": self._changes[-1].seq if self._changes else self._last_seq}
+            if newest and self.version >= EXTENDED_FROM:
+                answer["First"] = self._changes[-1].seq
+            return answer
+
     def statistics(self) -> dict[str, Any]:
         with self._lock:
             size = sum(len(instance.data) for instance in self._levels["instances"].values())

@@ -68,6 +68,9 @@ class Capabilities:
         return cls((numbers[0], numbers[1], numbers[2]), text, extended)
 
 
+PAST_EVERY_CHANGE = 1 << 53  # a /changes cursor beyond any entry
+
+
 class OrthancClient:
     """A thread-safe client for one Orthanc server."""
 
@@ -98,6 +101,17 @@ class OrthancClient:
 
     def statistics(self) -> dict[str, Any]:
         return self.get_json("/statistics")
+
+    def changes(self, since: int, limit: int) -> dict[str, Any]:
+        """`/changes` after `since`: {Changes: [{ChangeType, ID, ResourceType, Seq, ...}], Done, Last}.
+        (Orthanc logs additions and updates, never deletions.)"""
+        return self.get_json("/changes", {"since": since, "limit": limit})
+
+    def last_change(self) -> int:
+        """The number the newest entry of /changes got: where following them starts.  Not
+        `?last`, which names the newest entry still there (deleting a resource removes its
+        entries, so that number goes back); an empty page's Last is the sequence's own end."""
+        return int(self.get_json("/changes", {"since": PAST_EVERY_CHANGE, "limit": 0}).get("Last", 0))
 
     # --- resources ------------------------------------------------------------------------
 

@@ -30,6 +30,12 @@ class Level(enum.Enum):
         return members[position + 1] if position + 1 < len(members) else None
 
     @property
+    def parent(self) -> Level | None:
+        members = list(Level)
+        position = members.index(self)
+        return members[position - 1] if position > 0 else None
+
+    @property
     def grandchild(self) -> Level | None:
         return self.child.child if self.child is not None else None
 
