@@ -91,6 +91,17 @@ class MetadataCache:
         with self._lock:
             return self._store.get(key) if self._store is not None else None
 
+    def invalidate_where(self, stale: Callable[[Any], bool]) -> int:
+        """Forget every key for which `stale(key)` is true; how many were forgotten."""
+        with self._lock:
+            self._generation += 1
+            if self._store is None:
+                return 0
+            keys = [key for key in list(self._store.keys()) if stale(key)]
+            for key in keys:
+                self._store.pop(key, None)
+            return len(keys)
+
     def invalidate(self, key: Hashable | None = None) -> None:
         """Forget one key, or everything."""
         with self._lock:

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .errors import Forbidden
-from .orthanc import OrthancClient
+from .errors import Forbidden, NotFound
+from .orthanc import Level, OrthancClient
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +237,13 @@ class ContentStore:
         self._spools: OrderedDict[str, Spool] = OrderedDict()
         self._lock = threading.Lock()
         self._downloads = ThreadPoolExecutor(DOWNLOADS, thread_name_prefix="orthancfs-download")
+        self._suspect: set[str] = set()  # spooled instances perhaps deleted since (suspect_all)
+
+    def suspect_all(self) -> None:
+        """Resources were deleted in Orthanc, which cannot say which: a kept spool is served to a
+        new open only once Orthanc confirms that instance (one small request), never stale."""
+        with self._lock:
+            self._suspect.update(self._spools)
 
     def open_instance(self, instance_id: str, size: int = 0, version: str = "") -> SpoolHandle:
         """A handle on the spool of `instance_id` as `version` (its attachment UUID).
@@ -244,6 +251,7 @@ class ContentStore:
         A failed download is tried again by the next open; another version (the instance was sent
         again under the same UIDs) is downloaded anew, while readers of the old spool keep it.
         """
+        self._confirm(instance_id, version)
         replaced = None
         with self._lock:
             spool = self._spools.get(instance_id)
@@ -256,6 +264,30 @@ class ContentStore:
         if replaced is not None:
             replaced.discard()
         return SpoolHandle(self, spool)
+
+    def _confirm(self, instance_id: str, version: str) -> None:
+        """Raise NotFound if a suspect spool's instance is gone (its spool then goes too)."""
+        with self._lock:
+            if instance_id not in self._suspect:
+                return
+        try:
+            current = self.client.item(Level.INSTANCES, instance_id).get("FileUuid", version)
+        except NotFound:
+            self._drop(instance_id)
+            raise
+        with self._lock:
+            self._suspect.discard(instance_id)
+        if current != version:
+            log.debug("instance %s was sent again meanwhile (attachment %s)", instance_id, current)
+
+    def _drop(self, instance_id: str) -> None:
+        with self._lock:
+            self._suspect.discard(instance_id)
+            spool = self._spools.get(instance_id)
+            if spool is None or spool.users:
+                return
+            del self._spools[instance_id]
+        spool.discard()
 
     def start(self, spool: Spool) -> None:
         """Begin the download of `spool`, once."""

@@ -11,6 +11,7 @@ for as long as it lives, and a reader that opened the old version keeps reading 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import pyfuse3
@@ -32,6 +33,7 @@ class InodeTable:
         self._nodes: dict[int, Node] = {pyfuse3.ROOT_INODE: root}
         self._counts: dict[int, int] = {pyfuse3.ROOT_INODE: 1}
         self._inodes: dict[Identity, int] = {identity(root): pyfuse3.ROOT_INODE}
+        self._names: dict[int, tuple[int, bytes]] = {}  # inode -> (parent inode, name) the kernel knows it by
         self._next = pyfuse3.ROOT_INODE + 1
 
     def __len__(self) -> int:
@@ -47,8 +49,9 @@ class InodeTable:
     def count(self, inode: int) -> int:
         return self._counts.get(inode, 0)
 
-    def remember(self, node: Node) -> int:
-        """The inode of `node` (newest attributes kept), its lookup count raised by one."""
+    def remember(self, node: Node, parent: int | None = None, name: bytes | None = None) -> int:
+        """The inode of `node` (newest attributes kept), its lookup count raised by one;
+        `parent` and `name`: where the kernel found it (so that it can be told to forget it)."""
         inode = self._inodes.get(identity(node))
         if inode is None:
             inode, self._next = self._next, self._next + 1
@@ -56,7 +59,19 @@ class InodeTable:
             self._counts[inode] = 0
         self._nodes[inode] = node
         self._counts[inode] += 1
+        if parent is not None and name is not None:
+            self._names[inode] = (parent, name)
         return inode
+
+    def names(self, keep: Callable[[Node], bool]) -> list[tuple[int, bytes]]:
+        """(parent inode, name) of every inode the kernel holds whose node `keep` selects.
+        Called from other threads than the loop's: a snapshot (one C-level copy), then lookups."""
+        found = []
+        for inode, link in list(self._names.items()):
+            node = self._nodes.get(inode)
+            if node is not None and keep(node):
+                found.append(link)
+        return found
 
     def update(self, inode: int, node: Node) -> None:
         """Newer attributes for a known inode (same identity)."""
@@ -82,5 +97,6 @@ class InodeTable:
         if self._counts[inode] <= 0:
             node = self._nodes.pop(inode)
             del self._counts[inode]
+            self._names.pop(inode, None)
             if self._inodes.get(identity(node)) == inode:  # a rename may have given its name to another inode
                 del self._inodes[identity(node)]

@@ -25,7 +25,7 @@ import trio
 from pyfuse3 import FUSEError
 
 from ..errors import OrthancFSError, WouldBlock
-from ..tree import Closing, FolderRemoved, Handle, Kind, Node, Tree
+from ..tree import ChangedElsewhere, Closing, FolderRemoved, Handle, Kind, Node, Tree
 from ..tree.naming import MAX_NAME_BYTES
 from ..tree.nodes import Role
 from ..tree.uploads import STATUS_XATTR, UPLOADS, upload_root
@@ -71,7 +71,7 @@ class OrthancOperations(pyfuse3.Operations):
         # starves reads of the rest of the tree.
         self.upload_limiter = trio.CapacityLimiter(settings.upload_workers)
         self._handles = itertools.count(1)
-        self._dirs: dict[int, list[tuple[str, Node]]] = {}
+        self._dirs: dict[int, tuple[int, list[tuple[str, Node]]]] = {}  # handle -> (inode, entries)
         self._files: dict[int, Handle] = {}
         self._writers: dict[int, int] = {}  # handle of an upload open for writing -> pid of the opener
         self._warnings = WarningLimiter()
@@ -141,10 +141,19 @@ class OrthancOperations(pyfuse3.Operations):
         attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = node.mtime_ns
         return attr
 
-    def _changed(self, event: FolderRemoved) -> None:
+    def _changed(self, event: FolderRemoved | ChangedElsewhere) -> None:
         """The model changed something the kernel may cache (called in the thread that changed it)."""
         if isinstance(event, FolderRemoved):
             self._forget_upload_folder(event.rel)
+        elif event.deleted:
+            self._forget_view_names()
+
+    def _forget_view_names(self) -> None:
+        """Resources were deleted elsewhere, Orthanc cannot say which: the kernel forgets every
+        name of the views it caches and looks each up again (answered from the tree's fresh
+        listings), so a deleted file is not found from then on, instead of for cache_timeout."""
+        for parent, name in self.inodes.names(lambda node: node.view != UPLOADS):
+            self.notifier.forget_entry(parent, name)
 
     def _forget_upload_folder(self, rel: str) -> None:
         """The model removed uploads/`rel` (an emptied folder): the kernel must not trust that name any more."""
@@ -174,7 +183,7 @@ class OrthancOperations(pyfuse3.Operations):
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         parent = self._node(parent_inode)
         node = await self._cached_or_model("lookup", self.tree.lookup, parent, self._name(name))
-        return self._attributes(node, self.inodes.remember(node))
+        return self._attributes(node, self.inodes.remember(node, parent_inode, name))
 
     async def forget(self, inode_list: list[tuple[int, int]]) -> None:
         for inode, count in inode_list:
@@ -208,15 +217,16 @@ class OrthancOperations(pyfuse3.Operations):
         # A snapshot per open directory keeps readdir offsets stable whatever
         # Orthanc does meanwhile.
         handle = next(self._handles)
-        self._dirs[handle] = list(children.items())
+        self._dirs[handle] = (inode, list(children.items()))
         return handle
 
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        entries = self._dirs[fh]
+        parent, entries = self._dirs[fh]
         for position in range(start_id, len(entries)):
             name, node = entries[position]
-            inode = self.inodes.remember(node)
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), self._attributes(node, inode), position + 1):
+            encoded = os.fsencode(name)
+            inode = self.inodes.remember(node, parent, encoded)
+            if not pyfuse3.readdir_reply(token, encoded, self._attributes(node, inode), position + 1):
                 self.inodes.forget(inode, 1)  # the kernel did not take this entry
                 return
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from ..content import Handle
-from .events import FolderRemoved
+from .events import ChangedElsewhere, FolderRemoved
 from .model import FsStats, Tree, WritePolicy
 from .nodes import Kind, Node, Role
 from .uploads import Closing
 
-__all__ = ["Closing", "FolderRemoved", "FsStats", "Handle", "Kind", "Node", "Role", "Tree", "WritePolicy"]
+__all__ = ["ChangedElsewhere", "Closing", "FolderRemoved", "FsStats", "Handle", "Kind", "Node", "Role", "Tree",
+           "WritePolicy"]

@@ -23,7 +23,15 @@ class FolderRemoved:
     rel: str
 
 
-Event = FolderRemoved
+@dataclass(frozen=True)
+class ChangedElsewhere:
+    """Another client changed Orthanc (follower.py): `deleted`, resources went away, so names
+    cached from earlier listings may be stale; else only new names or dates."""
+
+    deleted: bool
+
+
+Event = FolderRemoved | ChangedElsewhere
 Subscriber = Callable[[Event], None]
 
 

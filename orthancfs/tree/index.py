@@ -25,6 +25,7 @@ from ..cache import MetadataCache
 from ..errors import NotFound
 from ..orthanc import Level, OrthancClient
 from ..settings import BULK_LIMIT
+from .follower import Invalidation
 
 PAGE_SIZE = 1000
 # BULK_LIMIT (the default of --bulk-limit): resources of all levels; above it, folders are listed
@@ -67,13 +68,22 @@ class OrthancIndex:
         self._arriving: dict[Level, dict[str, dict[str, Any]]] = {}  # items by ID, while the level's list loads
         self._walk_lock = threading.Lock()
         self._walk_prepared: Future | None = None
+        self.changed_ns = 0  # when another client last changed Orthanc, as far as we know (follower.py)
 
     def close(self) -> None:
         self._pages.shutdown(wait=False, cancel_futures=True)
         self._prefetch.shutdown(wait=False, cancel_futures=True)
 
     # The cache's keys: ("level", Level), ("children", Level, id), ("item", Level, id),
-    # ("document", Level, id), ("lookup", uid), ("statistics",).
+    # ("document", Level, id), ("lookup", uid), ("statistics",), ("labels",), ("label", label),
+    # ("year", year).
+
+    def forget(self, found: Invalidation) -> int:
+        """Drop what another client's changes made stale (follower.py); how many answers went."""
+        if found.everything:
+            self.cache.invalidate()
+            return -1
+        return self.cache.invalidate_where(stale_keys(found))
 
     def patients(self) -> list[dict[str, Any]]:
         return self._level(Level.PATIENTS).items
@@ -320,6 +330,34 @@ class OrthancIndex:
             if len(found) < self.page_size:
                 break
         return items
+
+
+STUDY_QUERIES = frozenset({"year", "label", "labels", "lookup"})  # answers that list studies by what they hold
+
+
+def stale_keys(found: Invalidation) -> Callable[[tuple], bool]:
+    """Which cache keys a change makes stale.  A new resource changes its level's list and its
+    parent's item (which names its children): the parent is not in the log entry, so every
+    answer of the parent's level that lists children goes; the counts go too.  Its other ancestors
+    change only their LastUpdate (a folder's date), which the TTL bounds: dropping whole levels for
+    it cost every walk a reload while a PACS receives.  A resource changed in place (stable,
+    attachment updated): its own answers, and for an instance the listings that give its size."""
+    lists = set(found.added) | {Level.INSTANCES for level, _ in found.updated if level is Level.INSTANCES}
+    parents = {level.parent for level in lists} - {None}
+    resources = set(found.updated)
+    studies = Level.STUDIES in found.added
+
+    def stale(key: tuple) -> bool:
+        kind = key[0]
+        if kind == "statistics":
+            return bool(found.added)
+        if kind == "level":
+            return key[1] in lists or key[1] in parents
+        if kind in ("children", "item", "document"):
+            return key[1] in parents or (key[1], key[2]) in resources
+        return studies and kind in STUDY_QUERIES
+
+    return stale
 
 
 def orthanc_id(*identifiers: str) -> str:

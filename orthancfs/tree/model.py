@@ -35,7 +35,8 @@ from ..errors import (
 )
 from ..orthanc import Level, LoopUploader, OrthancClient
 from . import views
-from .events import Events
+from .events import ChangedElsewhere, Events
+from .follower import POLL_SECONDS, ChangeFollower, Invalidation
 from .index import BULK_LIMIT, PAGE_SIZE, OrthancIndex
 from .ingest import Ingester
 from .naming import NameAssigner
@@ -47,6 +48,9 @@ from .walks import WalkSpotter
 log = logging.getLogger(__name__)
 
 MAX_REMEMBERED_DIRECTORIES = 20_000
+# After this mount deleted something, for so many seconds a resource found gone is taken for its
+# doing (Orthanc removes a series and its study with their last instance), not another client's.
+OWN_DELETIONS_EXPLAIN = 10.0
 T = TypeVar("T")
 
 
@@ -113,6 +117,42 @@ class Tree:
         self._walks = walks or WalkSpotter()
         # by-uids/ folders where a name was just found without listing, and that name (see _child_by_uid).
         self._probed: TTLCache | None = TTLCache(MAX_REMEMBERED_DIRECTORIES, metadata_ttl) if metadata_ttl > 0 else None
+        self.follower: ChangeFollower | None = None
+        self._vanished_at = self._own_deletion_at = float("-inf")
+
+    def follow_changes(self, poll_seconds: float = POLL_SECONDS) -> None:
+        """Follow Orthanc's change log from now on, so what other clients add or delete shows
+        within seconds instead of after the metadata TTL (which then only bounds what the
+        log cannot tell: docs/semantics.md)."""
+        if self.index.cache.ttl > 0 and self.follower is None:
+            self.follower = ChangeFollower(self.client, self.changed_elsewhere, poll_seconds)
+            self.follower.start()
+
+    def changed_elsewhere(self, found: Invalidation) -> None:
+        """Another client changed Orthanc: forget what that made stale, and tell the frontends."""
+        forgotten = self.index.forget(found)
+        self.index.changed_ns = time.time_ns()
+        if found.everything:
+            log.debug("changes elsewhere (%s): every cached answer dropped", found.everything)
+            with self._lock:
+                if self._probed is not None:
+                    self._probed.clear()
+        else:
+            log.debug("changes elsewhere: %d cached answers dropped", forgotten)
+        if found.deleted:
+            self.content.suspect_all()
+        self.events.publish(ChangedElsewhere(found.deleted))
+
+    def vanished(self, what: str) -> None:
+        """Orthanc no longer has something a listing showed: deleted elsewhere, and the
+        follower may not have seen it yet.  Once a second at most: a file manager showing a
+        deleted folder asks for it again and again."""
+        now = time.monotonic()
+        if now - self._vanished_at < 1.0 or now - self._own_deletion_at < OWN_DELETIONS_EXPLAIN:
+            return  # (what this mount deleted is gone, and it has invalidated its answers itself)
+        self._vanished_at = now
+        log.debug("%s is gone from Orthanc: every cached answer dropped", what)
+        self.changed_elsewhere(Invalidation(everything=f"{what} is gone", deleted=True))
 
     @property
     def source(self) -> str:
@@ -154,7 +194,12 @@ class Tree:
         walking = prefetch and node.role is not Role.ROOT and self._walks.listed(node)
         if walking:
             self.index.prepare_walk()
-        found = views.sources(self.index, node)
+        try:
+            found = views.sources(self.index, node)
+        except NotFound:
+            if node.role in ROLE_LEVEL:  # a folder listed a moment ago
+                self.vanished(f"{ROLE_LEVEL[node.role].route} {node.ident}")
+            raise
         if walking and node.role in ROLE_LEVEL and not self.index.in_bulk_mode():
             self.index.list_grandchildren(ROLE_LEVEL[node.role], node.ident, found[0])
         with self._lock:
@@ -291,7 +336,11 @@ class Tree:
         if node.kind is Kind.TEXT:
             return BytesContent(self.uploads.report())
         if node.kind is Kind.INSTANCE:
-            return self.content.open_instance(node.ident, node.size, node.version)
+            try:
+                return self.content.open_instance(node.ident, node.size, node.version)
+            except NotFound:
+                self.vanished(f"instance {node.ident}")
+                raise
         if node.kind is Kind.JSON:
             level = Level.STUDIES if node.role is Role.STUDY_JSON else Level.SERIES
             return BytesContent(self.index.document(level, node.ident))
@@ -361,9 +410,16 @@ class Tree:
         level = ROLE_LEVEL.get(node.role)
         if level is None:
             raise NotPermitted(f"{name} is not an Orthanc resource and cannot be deleted")
+        self._own_deletion_at = time.monotonic()
+        if self.follower is not None:
+            self.follower.forget_counts()
         with contextlib.suppress(NotFound):  # already gone is what rm wanted
             self.client.delete_resource(level, node.ident)
         self.index.cache.invalidate()
+        self.content.suspect_all()  # (a deletion elsewhere meanwhile is taken for ours: see semantics.md)
+        self._own_deletion_at = time.monotonic()
+        if self.follower is not None:
+            self.follower.forget_counts()
         log.info("deleted %s %s (%s)", level.route, node.ident, name)
 
     def rename(self, old_parent: Node, old_name: str, new_parent: Node, new_name: str,
@@ -456,6 +512,8 @@ class Tree:
         return LoopUploader(self.client)
 
     def close(self) -> None:
+        if self.follower is not None:
+            self.follower.close()
         self.uploads.close()
         self.content.close()
         self.index.close()

@@ -32,7 +32,7 @@ def sources(index: OrthancIndex, node: Node) -> Sources:
     """Everything (from Orthanc) that the listing of `node` depends on."""
     role, view = node.role, node.view
     if role is Role.ROOT:
-        return (index.has_labels(),)
+        return (index.has_labels(), index.changed_ns)
     if role is Role.VIEW and view == BY_LABELS:
         return (index.labels(),)
     if role is Role.VIEW:
@@ -60,10 +60,13 @@ def child_entry(parent: Node, child: dict) -> Entry:
     return _instance(parent, child) if parent.role is Role.SERIES else _series_folder(parent, child)
 
 
-def _root(node: Node, labels: bool) -> list[Entry]:
+def _root(node: Node, labels: bool, changed_ns: int) -> list[Entry]:
+    """The views are dated by the last change seen in Orthanc (WebDAV clients re-list on a newer date)."""
     names = (*(ALL_VIEWS if labels else VIEWS), UPLOADS)
+    views_ns = max(node.mtime_ns, changed_ns)
     return [
-        (Wanted(name, name), directory(name, Role.UPLOADS if name == UPLOADS else Role.VIEW, "", node.mtime_ns))
+        (Wanted(name, name), directory(name, Role.UPLOADS if name == UPLOADS else Role.VIEW, "",
+                                       node.mtime_ns if name == UPLOADS else views_ns))
         for name in names
     ]
 
