@@ -20,15 +20,25 @@ from typing import Any, NoReturn
 
 from . import __version__
 from .errors import StartupError, UsageError
-from .settings import OPTIONS, Layer, Settings, config_layers, environment_layer, parse_mount_options, resolve
+from .settings import (
+    FOLLOWING_TTL,
+    OPTIONS,
+    UNFOLLOWED_TTL,
+    Layer,
+    Settings,
+    config_layers,
+    environment_layer,
+    parse_mount_options,
+    resolve,
+)
 
 log = logging.getLogger("orthancfs")
 
 COMMANDS = ("mount", "umount", "webdav", "demo")
 WEBDAV_ONLY = {"prefix"}
 WEBDAV_SETTINGS = {"prefix", "url", "user", "password_file", "token_file", "ca_file", "client_cert", "client_key",
-                   "insecure", "timeout", "metadata_ttl", "bulk_limit", "cache_dir", "cache_size", "no_upload",
-                   "allow_delete", "allow_labels", "read_only", "debug", "log_file"}
+                   "insecure", "timeout", "metadata_ttl", "no_follow", "bulk_limit", "cache_dir", "cache_size",
+                   "no_upload", "allow_delete", "allow_labels", "read_only", "debug", "log_file"}
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 
@@ -63,6 +73,8 @@ def shown_default(option: Any) -> str:
         return "1G"
     if option.name == "url":
         return f"$ORTHANC_URL or {option.default}"
+    if option.name == "metadata_ttl":
+        return f"{FOLLOWING_TTL:.0f} while following Orthanc's change log, {UNFOLLOWED_TTL:.0f} with --no-follow"
     return "none" if option.default is None else str(option.default)
 
 

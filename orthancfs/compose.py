@@ -77,9 +77,11 @@ def open_tree(settings: Settings, connection: ClientSettings, stack: ExitStack) 
     connect(client)
     policy = WritePolicy(uploads=not settings.no_upload, deletes=settings.allow_delete, read_only=settings.read_only,
                          labels=settings.allow_labels)
-    tree = Tree(client, state_dir, metadata_ttl=settings.metadata_ttl, spool_dir=spool_dir, policy=policy,
+    tree = Tree(client, state_dir, metadata_ttl=settings.trusted_seconds, spool_dir=spool_dir, policy=policy,
                 content_cache_bytes=settings.cache_size, bulk_limit=settings.bulk_limit)
     stack.callback(tree.close)
+    if not settings.no_follow:
+        tree.follow_changes()
     return tree
 
 

@@ -54,7 +54,7 @@ def mount_from_settings(settings: Settings, ready_callbacks: Iterable[Callable[[
         tree = open_tree(settings, connection, stack)
         log.info("connected to Orthanc %s at %s", tree.version, tree.source)
         fuse = FuseSettings(uid=settings.uid, gid=settings.gid, umask=settings.umask,
-                            cache_timeout=settings.metadata_ttl, mountpoint=os.path.realpath(mountpoint))
+                            cache_timeout=settings.trusted_seconds, mountpoint=os.path.realpath(mountpoint))
         status = f"STATUS=Serving {tree.source} (Orthanc {tree.version}) at {mountpoint}"
         callbacks = [*ready_callbacks, lambda: notify(f"READY=1\n{status}")]
         options = {"ro"} if settings.read_only else set()

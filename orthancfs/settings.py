@@ -18,6 +18,10 @@ from typing import Any
 
 from .errors import UsageError
 
+# Answers are kept this long by default.  Following the change log, what other clients add or
+# delete shows within seconds anyway, and the TTL only bounds what the log cannot tell (labels set
+# elsewhere, dates of a study's ancestors); without it, the TTL is how stale a listing may get.
+FOLLOWING_TTL, UNFOLLOWED_TTL = 300.0, 10.0
 BULK_LIMIT = 50_000  # default of bulk_limit (see tree/index.py); here so that the CLI stays light to import
 
 SYSTEM_CONFIG = Path("/etc/orthancfs/orthancfs.conf")
@@ -170,8 +174,10 @@ class Settings:
                                       "FILE")
     insecure: bool = _setting(_bool, False, "do not verify Orthanc's TLS certificate")
     timeout: float = _setting(_positive_seconds, 30.0, "give up (EIO) when Orthanc is silent this long", "SECONDS")
-    metadata_ttl: float = _setting(_seconds, 10.0, "how long listings and attributes are trusted; 0 asks every "
-                                   "time", "SECONDS")
+    metadata_ttl: float | None = _setting(_seconds, None, "the longest listings and attributes are trusted; 0 asks "
+                                          "every time", "SECONDS")
+    no_follow: bool = _setting(_bool, False, "do not follow Orthanc's change log: what other clients add or delete "
+                               "then shows only once --metadata-ttl has passed")
     bulk_limit: int = _setting(_count, BULK_LIMIT, "list from whole-level lists while Orthanc holds at most this "
                                "many resources (patients, studies, series and instances); 0: always folder by folder",
                                "N")
@@ -192,6 +198,13 @@ class Settings:
     mountpoint: str | None = _setting(_text, None, "where to mount, if not given as MOUNTPOINT", "DIR")
     prefix: str = _setting(_url_path, "", "WebDAV only: serve the tree under this URL path (behind a reverse proxy's "
                            "location, or where Orthanc's own WebDAV was: /webdav)", "PATH")
+
+    @property
+    def trusted_seconds(self) -> float:
+        """How long answers are kept: --metadata-ttl, else what suits following or not (docs/semantics.md)."""
+        if self.metadata_ttl is not None:
+            return self.metadata_ttl
+        return UNFOLLOWED_TTL if self.no_follow else FOLLOWING_TTL
 
 
 OPTIONS = [Option(f.name, f.metadata["parse"], f.default, f.metadata["help"], f.metadata["metavar"])
