@@ -27,6 +27,8 @@ LABELS_PROPERTY = "{http://orthancfs.invalid/ns}labels"  # a study's labels, com
 VANISHED_FOR = 60.0  # seconds a folder emptied by this server's deletes still takes DELETEs
 HREF_SAFE = "!*'(),$-_|."  # what wsgidav's get_href() leaves unquoted besides "/" (Nautilus wants it so)
 CONTENT_TYPES = {Kind.INSTANCE: "application/dicom", Kind.JSON: "application/json", Kind.TEXT: "text/plain"}
+READING = frozenset({"GET", "HEAD", "OPTIONS", "PROPFIND"})  # nothing changes while they are answered
+RESOLVED = "orthancfs.views.resolved"  # environ: path -> resource, for this request
 
 
 class ViewsProvider(DAVProvider):
@@ -68,6 +70,16 @@ class ViewsProvider(DAVProvider):
         return mapping
 
     def get_resource_inst(self, path: str, environ: dict) -> Any:
+        """The resource at `path`; resolved once per reading request (the directory browser, our
+        PROPFIND and wsgidav's GET each ask for it: resolving took half of a small PROPFIND's time)."""
+        if environ.get("REQUEST_METHOD") not in READING:
+            return self._resolve(path, environ)
+        resolved = environ.setdefault(RESOLVED, {})
+        if path not in resolved:
+            resolved[path] = self._resolve(path, environ)
+        return resolved[path]
+
+    def _resolve(self, path: str, environ: dict) -> Any:
         node, parent, name = self.tree.root, None, ""
         parts = [p for p in path.strip("/").split("/") if p]
         for depth, part in enumerate(parts):
