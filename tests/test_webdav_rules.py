@@ -13,7 +13,7 @@ from wsgidav.dav_error import DAVError
 
 from orthancfs.errors import UsageError
 from orthancfs.webdav import bodies, connections, error_pages, locks, policy, throttle
-from orthancfs.webdav.access_log import escaped
+from orthancfs.webdav.access_log import SAFE, escaped
 from orthancfs.webdav.auth import basic_credentials
 from orthancfs.webdav.logins import Logins, Throttled
 from orthancfs.webdav.paths import destination_problem, path_problem
@@ -188,6 +188,9 @@ def test_destinations_that_name_nothing() -> None:
 def test_log_lines_cannot_be_forged() -> None:
     assert escaped('GET /a"b\\c\r\n127.0.0.1 - admin') == 'GET /a\\"b\\\\c\\x0d\\x0a127.0.0.1 - admin'
     assert escaped("m\u00fcller", "utf-8") == "m\\xc3\\xbcller"
+    for char in map(chr, range(0x180)):  # plain text is written as it is: exactly what escaping it gives
+        assert escaped(f"a{char}b") == "".join(SAFE.get(byte) or f"\\x{byte:02x}"
+                                              for byte in f"a{char}b".encode("latin-1", "backslashreplace"))
 
 
 def test_locks_last_an_hour_at_most_and_delete_may_break_them() -> None:
