@@ -7,6 +7,8 @@ threads at once; only the first asks Orthanc, the others wait for its answer.
 from __future__ import annotations
 
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -22,13 +24,35 @@ class NotCached(Exception):
 class MetadataCache:
     """Answers of Orthanc kept for `ttl` seconds (ttl 0: nothing kept, requests still merged)."""
 
-    def __init__(self, ttl: float, maxsize: int = 4096):
+    def __init__(self, ttl: float, maxsize: int = 4096, clock: Callable[[], float] = time.monotonic):
         self.ttl = ttl
-        self._store: TTLCache | None = TTLCache(maxsize, ttl) if ttl > 0 else None
+        self._clock = clock
+        self._store: TTLCache | None = TTLCache(maxsize, ttl, timer=clock) if ttl > 0 else None
         self._inflight: dict[Hashable, Future] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
         self._generation = 0  # raised by every invalidation
+        self._changes = 0  # raised by every store, invalidation and expiry (see stamp)
+        self._stored_at: deque[float] = deque()  # when the stores still kept happened, oldest first
+
+    def stamp(self) -> int | None:
+        """A number that stays the same exactly while every answer kept stays as it is; None when
+        nothing is kept (ttl 0).  What is computed from cached answers alone holds while it does:
+        the tree answers a listing again without recomputing its sources (a dozen lookups here)."""
+        if self._store is None:
+            return None
+        now = self._clock()
+        with self._lock:
+            if self._stored_at and self._stored_at[0] + self.ttl <= now:  # something may have expired
+                while self._stored_at and self._stored_at[0] + self.ttl <= now:
+                    self._stored_at.popleft()
+                self._changes += 1
+            return self._changes
+
+    def _stored(self, at: float) -> None:
+        """With the lock held: something was stored at `at` (taken before the store: never late)."""
+        self._changes += 1
+        self._stored_at.append(at)
 
     @contextmanager
     def peeking(self) -> Iterator[None]:
@@ -66,12 +90,14 @@ class MetadataCache:
                 del self._inflight[key]
             future.set_exception(exc)
             raise
+        at = self._clock()
         with self._lock:
             del self._inflight[key]
             # An answer that was on its way while the mount changed Orthanc may predate the
             # change: its waiters get it, the cache does not keep it.
             if self._store is not None and generation == self._generation:
                 self._store[key] = value
+                self._stored(at)
         future.set_result(value)
         return value
 
@@ -82,9 +108,11 @@ class MetadataCache:
             raise NotCached("fill")
         generation = self._generation
         values = compute()
+        at = self._clock()
         with self._lock:
             if self._store is not None and generation == self._generation:
                 self._store.update(values)
+                self._stored(at)
 
     def peek(self, key: Hashable) -> Any:
         """The cached value, or None; never asks Orthanc."""
@@ -106,6 +134,7 @@ class MetadataCache:
         """Forget one key, or everything."""
         with self._lock:
             self._generation += 1
+            self._changes += 1
             if self._store is None:
                 return
             if key is None:

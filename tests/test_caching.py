@@ -7,18 +7,23 @@ import re
 import time
 from pathlib import Path
 
+import pytest
+
+from orthancfs.cache import MetadataCache
 from orthancfs.content import ContentStore
 from orthancfs.demo.server import OrthancServer
 from orthancfs.orthanc import Level
-from orthancfs.tree import Tree
+from orthancfs.tree import Tree, model
 from orthancfs.tree.index import arrived_children
 from orthancfs.tree.nodes import Role, directory
 from orthancfs.tree.walks import WalkSpotter
 
 from . import uploads_data as data
 from .conftest import LoadedOrthanc, mounted
+from .fake_orthanc import FakeOrthanc
 from .helpers import wait_for
 from .test_tree import walk
+from .trees import tree_of
 
 TTL = 2.0
 
@@ -121,6 +126,49 @@ def test_a_folder_is_listed_from_arrived_pages_only_when_they_hold_all_its_child
     listed = arrived_children(series, "Instances", arriving)
     assert listed is not None and sorted(i["ID"] for i in listed) == sorted(i["ID"] for i in instances)
     assert arrived_children({"ID": "empty"}, "Instances", arriving) == []
+
+
+def test_the_cache_stamp_changes_with_every_store_invalidation_and_expiry() -> None:
+    now = [100.0]
+    cache = MetadataCache(10.0, clock=lambda: now[0])
+    first = cache.stamp()
+    cache.get("a", lambda: 1)
+    stored = cache.stamp()
+    assert stored != first
+    assert cache.get("a", lambda: 2) == 1 and cache.peek("a") == 1
+    now[0] += 9.9
+    assert cache.stamp() == stored  # hits and time within the TTL change nothing
+    now[0] += 0.1
+    expired = cache.stamp()
+    assert expired != stored and cache.peek("a") is None  # "a" is gone: what was computed from it is stale
+    assert cache.stamp() == expired
+    cache.fill(lambda: {"b": 1, "c": 2})
+    filled = cache.stamp()
+    assert filled != expired
+    cache.invalidate("b")
+    assert cache.stamp() != filled
+    assert MetadataCache(0).stamp() is None  # nothing kept: nothing holds
+
+
+def test_a_listing_is_answered_again_while_nothing_it_came_from_changed(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    sourced: list[str] = []
+    sources = model.views.sources
+    monkeypatch.setattr(model.views, "sources", lambda index, node: sourced.append(node.name) or sources(index, node))
+    with FakeOrthanc() as fake, tree_of(fake, tmp_path, metadata_ttl=0.5) as tree:
+        fake.add(data.instances(1, "OLD")[0])
+        view = tree.lookup(tree.root, "by-patients")
+        tree.children(view)  # computed while its answers were being stored: computed once more
+        listed = tree.children(view)
+        asked, computed = len(fake.requests), len(sourced)
+        assert tree.children(view) is listed and tree.children(view, prefetch=False) is listed
+        assert len(fake.requests) == asked and len(sourced) == computed  # not even the cache was asked
+        fake.add(data.instances(1, "NEW")[0])
+        assert list(tree.children(view)) == ["OLD - Upload^OLD"]  # within the TTL
+        time.sleep(0.6)
+        assert list(tree.children(view)) == ["NEW - Upload^NEW", "OLD - Upload^OLD"]
+        tree.index.cache.invalidate()
+        assert tree.children(view) is not listed
 
 
 def test_stale_listings_expire_within_the_ttl(tmp_path: Path) -> None:

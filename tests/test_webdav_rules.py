@@ -13,7 +13,7 @@ from wsgidav.dav_error import DAVError
 
 from orthancfs.errors import UsageError
 from orthancfs.webdav import bodies, connections, error_pages, locks, policy, throttle
-from orthancfs.webdav.access_log import escaped
+from orthancfs.webdav.access_log import SAFE, escaped
 from orthancfs.webdav.auth import basic_credentials
 from orthancfs.webdav.logins import Logins, Throttled
 from orthancfs.webdav.paths import destination_problem, path_problem
@@ -188,6 +188,9 @@ def test_destinations_that_name_nothing() -> None:
 def test_log_lines_cannot_be_forged() -> None:
     assert escaped('GET /a"b\\c\r\n127.0.0.1 - admin') == 'GET /a\\"b\\\\c\\x0d\\x0a127.0.0.1 - admin'
     assert escaped("m\u00fcller", "utf-8") == "m\\xc3\\xbcller"
+    for char in map(chr, range(0x180)):  # plain text is written as it is: exactly what escaping it gives
+        assert escaped(f"a{char}b") == "".join(SAFE.get(byte) or f"\\x{byte:02x}"
+                                              for byte in f"a{char}b".encode("latin-1", "backslashreplace"))
 
 
 def test_locks_last_an_hour_at_most_and_delete_may_break_them() -> None:
@@ -255,3 +258,30 @@ def test_a_request_head_is_complete_only_with_its_blank_line() -> None:
         assert io.add(b"\r\n")
         io = connections.AheadIO(ours, 10.0)
         assert io.add(b"\r\n\r\n\r\n")  # blank lines only: cheroot refuses that without waiting
+
+
+def test_allprop_members_are_written_as_their_resources_would_be(tmp_path: Path) -> None:
+    """propfind.py writes an allprop's members from their nodes: the same text as from their resources."""
+    from orthancfs.demo.samples import Spec, make_dicom
+    from orthancfs.webdav.propfind import ALL, allprop_response, response
+    from orthancfs.webdav.server import PrefixedDAVApp, wsgidav_config
+    from orthancfs.webdav.views import TreeFolder
+
+    from .fake_orthanc import FakeOrthanc
+    from .trees import tree_of
+
+    with FakeOrthanc() as fake, tree_of(fake, tmp_path, metadata_ttl=60) as tree:
+        fake.add(make_dicom(Spec("T&J", "Tom & <Jerry>", "1.2.3", "1.2.3.4", study_description="A:B*")),
+                 make_dicom(Spec("Q(1),$ 100%", "Ünïcode^Zoë", "1.2.5", "1.2.5.6", modality="MR")))
+        provider = PrefixedDAVApp(wsgidav_config(tree, {}, Logins({}), True, False)).provider_map["/"]
+        folders, members = ["/"], 0
+        while folders:
+            folder = provider.get_resource_inst(folders.pop(), {"wsgidav.provider": provider})
+            if not isinstance(folder, TreeFolder):
+                continue
+            for (href, name, node), member in zip(folder.listed(), folder.iter_members(), strict=True):
+                assert allprop_response(tree, href, name, node) == response(member, ALL)
+                members += 1
+                if node.is_dir:
+                    folders.append(member.path)
+        assert members > 30

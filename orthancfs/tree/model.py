@@ -88,6 +88,8 @@ YEAR_NAME = re.compile(r"[0-9]{4}")  # a folder of by-dates/
 class _Listing:
     found: views.Sources
     children: dict[str, Node]
+    stamp: int | None = None  # the metadata cache's stamp when `found` was fetched
+    walked: bool = False  # listed as part of a walk at that stamp (its prefetches are asked for)
 
 
 class Tree:
@@ -192,6 +194,11 @@ class Tree:
         if node.view == UPLOADS:
             return self.uploads.children(node)
         walking = prefetch and node.role is not Role.ROOT and self._walks.listed(node)
+        stamp = self.index.cache.stamp()
+        with self._lock:
+            listing = self._listings.get(node.key)
+            if listing is not None and stamp is not None and listing.stamp == stamp and listing.walked >= walking:
+                return listing.children  # nothing it was computed from has changed
         if walking:
             self.index.prepare_walk()
         try:
@@ -211,6 +218,7 @@ class Tree:
                 # but hold these objects, or every later call compares each item deeply again (a
                 # WebDAV walk after the TTL took 13 s instead of 4).
                 listing.found = found
+            listing.stamp, listing.walked = stamp, walking
             return listing.children
 
     def _name(self, node: Node, entries: list[views.Entry]) -> dict[str, Node]:

@@ -9,6 +9,7 @@ Authorization header is ever written, and everything the client sent is escaped
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 
@@ -16,8 +17,13 @@ ACCESS_LOGGER = "orthancfs.webdav.access"
 SAFE = {byte: chr(byte) for byte in range(0x20, 0x7F)} | {ord('"'): '\\"', ord("\\"): "\\\\"}
 
 
+PLAIN = re.compile(r'[ !#-\[\]-~]*')  # printable ASCII but `"` and `\`: written as it is
+
+
 def escaped(text: str, encoding: str = "latin-1") -> str:
     """Client text as log-safe ASCII (WSGI strings carry the bytes sent as latin-1; names are UTF-8)."""
+    if PLAIN.fullmatch(text):
+        return text  # most of it (a generator over every byte was a tenth of a small request's cost)
     return "".join(SAFE.get(byte) or f"\\x{byte:02x}" for byte in text.encode(encoding, "backslashreplace"))
 
 

@@ -11,8 +11,8 @@ here too: wsgidav looks for a `<name/>` element, so it answers `<propname/>` wit
 
 from __future__ import annotations
 
+import functools
 import io
-import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -22,8 +22,10 @@ from wsgidav import util
 from wsgidav.dav_error import DAVError
 from wsgidav.mw.base_mw import BaseMiddleware
 
+from ..tree import Node, Tree
 from ..tree.views import ALL_VIEWS as VIEWS
 from .bodies import parse_xml
+from .views import TreeFolder, content_length, content_type, etag
 
 DAV = "DAV:"
 OURS = "http://orthancfs.invalid/ns"
@@ -48,10 +50,11 @@ class ViewsPropfind(BaseMiddleware):
         resource = self.wsgidav_app.provider_map["/"].get_resource_inst(environ["PATH_INFO"], environ)
         if wanted is False or resource is None:  # bad XML, not found: wsgidav says what it says
             return self.next_app(environ, start_response)
-        members = iter([resource])
         if environ["HTTP_DEPTH"] == "1" and resource.is_collection:
-            members = itertools.chain(members, resource.iter_members())
-        chunks = list(_joined(multistatus(members, wanted)))
+            pieces = multistatus(resource, wanted, self.wsgidav_app.provider_map["/"].tree)
+        else:
+            pieces = multistatus(resource, wanted)
+        chunks = list(_joined(pieces))
         start_response("207 Multi-Status", [("Content-Type", "application/xml; charset=utf-8"),
                                             ("Date", util.get_rfc1123_time()),
                                             ("Content-Length", str(sum(map(len, chunks))))])
@@ -98,11 +101,16 @@ def _split(tag: str) -> Property:
     return namespace, local
 
 
-def multistatus(members: Iterable[Any], wanted: list[Property] | str | None) -> Iterator[bytes]:
-    """The answer piece by piece: one member's resource at a time."""
+def multistatus(resource: Any, wanted: list[Property] | str | None, members_of: Tree | None = None) -> Iterator[bytes]:
+    """The answer piece by piece: `resource`, then (from the tree `members_of`) each of its members."""
     yield b'<?xml version="1.0" encoding="utf-8" ?>\n<D:multistatus xmlns:D="DAV:">'
-    for member in members:
-        yield response(member, wanted).encode("utf-8")
+    yield response(resource, wanted).encode("utf-8")
+    if members_of is not None and wanted is ALL and isinstance(resource, TreeFolder):
+        for href, name, node in resource.listed():
+            yield allprop_response(members_of, href, name, node).encode("utf-8")
+    elif members_of is not None:
+        for member in resource.iter_members():
+            yield response(member, wanted).encode("utf-8")
     yield b"</D:multistatus>"
 
 
@@ -171,6 +179,29 @@ def live_properties(resource: Any) -> dict[str, str]:
     if etag is not None:
         values["getetag"] = escape(f"\"{etag}\"")  # an entity-tag, quotes included, as the ETag header (RFC 4918)
     return values
+
+
+def allprop_response(tree: Tree, href: str, name: str, node: Node) -> str:
+    """response(resource, ALL) of a views member, written from its node: the same text, without a
+    wsgidav resource, a dictionary and a join per property (a third of the cost of a member)."""
+    created, modified = _dates(node.mtime_ns // 1_000_000_000)
+    shown = f"<D:displayname>{escape(name)}</D:displayname>" if name else "<D:displayname/>"
+    if node.is_dir:
+        return (f"<D:response><D:href>{escape(href)}</D:href><D:propstat><D:prop><D:resourcetype><D:collection/>"
+                f"</D:resourcetype><D:creationdate>{created}</D:creationdate><D:getlastmodified>{modified}"
+                f"</D:getlastmodified>{shown}</D:prop><D:status>{OK}</D:status></D:propstat></D:response>")
+    tag = etag(node)
+    tagged = "" if tag is None else f"<D:getetag>{escape(chr(34) + tag + chr(34))}</D:getetag>"
+    return (f"<D:response><D:href>{escape(href)}</D:href><D:propstat><D:prop><D:resourcetype/><D:creationdate>"
+            f"{created}</D:creationdate><D:getcontentlength>{content_length(tree, node)}</D:getcontentlength>"
+            f"<D:getcontenttype>{escape(content_type(node))}</D:getcontenttype><D:getlastmodified>{modified}"
+            f"</D:getlastmodified>{shown}{tagged}</D:prop><D:status>{OK}</D:status></D:propstat></D:response>")
+
+
+@functools.lru_cache(maxsize=4096)
+def _dates(seconds: int) -> tuple[str, str]:
+    """creationdate and getlastmodified of a time (members of a folder mostly share a few)."""
+    return util.get_rfc3339_time(seconds), http_date(seconds)
 
 
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
