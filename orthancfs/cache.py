@@ -21,6 +21,9 @@ class NotCached(Exception):
     """Raised while peeking, instead of asking Orthanc."""
 
 
+PARTIAL_KEPT = 64  # partial invalidations remembered; an answer older than all of them is not kept
+
+
 class MetadataCache:
     """Answers of Orthanc kept for `ttl` seconds (ttl 0: nothing kept, requests still merged)."""
 
@@ -32,6 +35,11 @@ class MetadataCache:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._generation = 0  # raised by every invalidation
+        self._cleared_at = 0  # the generation of the last invalidation of everything
+        # The last partial invalidations, (generation, which keys): an answer on its way during one
+        # is kept unless its key was among them (the follower drops a few keys a second while a
+        # PACS receives; discarding every answer under way made a walk then ask again and again).
+        self._partial: deque[tuple[int, Callable[[Any], bool]]] = deque(maxlen=PARTIAL_KEPT)
         self._changes = 0  # raised by every store, invalidation and expiry (see stamp)
         self._stored_at: deque[float] = deque()  # when the stores still kept happened, oldest first
 
@@ -95,7 +103,8 @@ class MetadataCache:
             del self._inflight[key]
             # An answer that was on its way while the mount changed Orthanc may predate the
             # change: its waiters get it, the cache does not keep it.
-            if self._store is not None and generation == self._generation:
+            fresh = self._fresh_since(generation)
+            if self._store is not None and fresh is not None and fresh(key):
                 self._store[key] = value
                 self._stored(at)
         future.set_result(value)
@@ -110,8 +119,9 @@ class MetadataCache:
         values = compute()
         at = self._clock()
         with self._lock:
-            if self._store is not None and generation == self._generation:
-                self._store.update(values)
+            fresh = self._fresh_since(generation)
+            if self._store is not None and fresh is not None:
+                self._store.update((key, value) for key, value in values.items() if fresh(key))
                 self._stored(at)
 
     def peek(self, key: Hashable) -> Any:
@@ -119,10 +129,25 @@ class MetadataCache:
         with self._lock:
             return self._store.get(key) if self._store is not None else None
 
+    def _fresh_since(self, generation: int) -> Callable[[Hashable], bool] | None:
+        """With the lock held: which keys of answers asked for at `generation` may be kept now
+        (None: none)."""
+        if generation == self._generation:
+            return lambda key: True
+        if self._cleared_at > generation:
+            return None
+        since = [stale for at, stale in self._partial if at > generation]
+        if len(since) < self._generation - generation:
+            return None  # some of them are forgotten
+        return lambda key: not any(stale(key) for stale in since)
+
     def invalidate_where(self, stale: Callable[[Any], bool]) -> int:
-        """Forget every key for which `stale(key)` is true; how many were forgotten."""
+        """Forget every key for which `stale(key)` is true, and do not keep such answers now on
+        their way; how many were forgotten."""
         with self._lock:
             self._generation += 1
+            self._changes += 1
+            self._partial.append((self._generation, stale))
             if self._store is None:
                 return 0
             keys = [key for key in list(self._store.keys()) if stale(key)]
@@ -135,6 +160,10 @@ class MetadataCache:
         with self._lock:
             self._generation += 1
             self._changes += 1
+            if key is None:
+                self._cleared_at = self._generation
+            else:
+                self._partial.append((self._generation, lambda other: other == key))
             if self._store is None:
                 return
             if key is None:

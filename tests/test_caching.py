@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from orthancfs.cache import MetadataCache
+from orthancfs.cache import PARTIAL_KEPT, MetadataCache
 from orthancfs.content import ContentStore
 from orthancfs.demo.server import OrthancServer
 from orthancfs.orthanc import Level
@@ -148,6 +149,28 @@ def test_the_cache_stamp_changes_with_every_store_invalidation_and_expiry() -> N
     cache.invalidate("b")
     assert cache.stamp() != filled
     assert MetadataCache(0).stamp() is None  # nothing kept: nothing holds
+
+
+def test_answers_on_their_way_are_kept_unless_an_invalidation_meanwhile_named_them() -> None:
+    cache = MetadataCache(60.0)
+
+    def answer_while(invalidate: Callable[[], object], value: object) -> Callable[[], object]:
+        def compute() -> object:
+            invalidate()  # what another thread does while Orthanc answers
+            return value
+        return compute
+
+    cache.get("kept", answer_while(lambda: cache.invalidate_where(lambda key: key == "other"), 1))
+    cache.get("dropped", answer_while(lambda: cache.invalidate_where(lambda key: key == "dropped"), 2))
+    cache.get("one", answer_while(lambda: cache.invalidate("one"), 3))
+    assert (cache.peek("kept"), cache.peek("dropped"), cache.peek("one")) == (1, None, None)
+    cache.fill(answer_while(lambda: cache.invalidate_where(lambda key: key == "b"), {"a": 1, "b": 2}))
+    assert (cache.peek("a"), cache.peek("b")) == (1, None)
+    cache.get("cleared", answer_while(lambda: (cache.invalidate_where(lambda key: False), cache.invalidate()), 4))
+    assert cache.peek("cleared") is None  # everything was dropped meanwhile
+    many = [lambda: cache.invalidate_where(lambda key: False)] * (PARTIAL_KEPT + 1)
+    cache.get("old", answer_while(lambda: [invalidate() for invalidate in many], 5))
+    assert cache.peek("old") is None  # older than every invalidation remembered: not trusted
 
 
 def test_a_listing_is_answered_again_while_nothing_it_came_from_changed(tmp_path: Path,
