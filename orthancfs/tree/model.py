@@ -132,8 +132,8 @@ class Tree:
 
     def changed_elsewhere(self, found: Invalidation) -> None:
         """Another client changed Orthanc: forget what that made stale, and tell the frontends."""
+        self.index.changed_ns = time.time_ns()  # first: forgetting raises the stamp listings are reused by
         forgotten = self.index.forget(found)
-        self.index.changed_ns = time.time_ns()
         if found.everything:
             log.debug("changes elsewhere (%s): every cached answer dropped", found.everything)
             with self._lock:
