@@ -23,7 +23,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-TIMEOUT = 10.0  # orthancfs's default --metadata-ttl, which sets its entry and attribute timeouts
+TIMEOUT = 300.0  # orthancfs's default entry and attribute timeouts while following the change log
 
 
 class Shape(pyfuse3.Operations):
