@@ -20,7 +20,7 @@ ORTHANC_MATRIX ?= host other
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: all system-deps venv test lint demo bench soak install clean other-orthanc
+.PHONY: all system-deps venv test lint demo bench live soak install clean other-orthanc
 
 all: test
 
@@ -67,6 +67,11 @@ demo: venv
 bench: venv
 	@dpkg -s rclone >/dev/null 2>&1 || (DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q rclone)
 	$(BIN)/python bench/run.py --output bench/RESULTS.md $(BENCH_ARGS)
+
+# How soon others' arrivals and deletions show, and what following Orthanc's change log costs.
+live: venv
+	@dpkg -s rclone >/dev/null 2>&1 || (DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q rclone)
+	$(BIN)/python bench/live.py --output bench/RESULTS.md $(LIVE_ARGS)
 
 # Writers and readers on one mount for minutes: every file accounted for, descriptors and memory flat.
 soak: venv
