@@ -285,3 +285,31 @@ def test_allprop_members_are_written_as_their_resources_would_be(tmp_path: Path)
                 if node.is_dir:
                     folders.append(member.path)
         assert members > 30
+
+
+@pytest.mark.parametrize("prefix", ["", "/webdav"])
+def test_a_folder_asked_for_without_its_slash_is_redirected_to_its_full_path(tmp_path: Path, prefix: str) -> None:
+    """The directory browser's 301 keeps --prefix and the uploads/ share (wsgidav's lost both)."""
+    from orthancfs.webdav.server import webdav_app
+
+    from .behaviour.webdav_frontend import environ_for
+    from .fake_orthanc import FakeOrthanc
+    from .trees import tree_of
+
+    def location(app: object, path: str) -> str | None:
+        started: dict = {}
+
+        def start_response(status: str, headers: list, exc_info: object = None) -> object:
+            started.update(status=status, headers=dict(headers))
+            return lambda data: None
+
+        list(app(environ_for("GET", prefix + path, b"", {}), start_response))  # type: ignore[operator]
+        assert started["status"].startswith("301"), (path, started)
+        return started["headers"].get("Location")
+
+    with FakeOrthanc() as fake, tree_of(fake, tmp_path) as tree:
+        tree.mkdir(tree.resolve("uploads"), "CD 1")
+        app = webdav_app(tree, users={}, windows_names=True, debug=False, prefix=prefix)
+        for path, wanted in (("/by-patients", "/by-patients/"), ("/uploads", "/uploads/"),
+                             ("/uploads/CD 1", "/uploads/CD%201/")):
+            assert location(app, path) == prefix + wanted

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from cheroot.ssl.builtin import BuiltinSSLAdapter
-from wsgidav.dir_browser import WsgiDavDirBrowser
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
@@ -29,6 +28,7 @@ from .access import role_of_user
 from .access_log import ACCESS_LOGGER, AccessLog
 from .auth import GuardedAuthenticator, UsersDomainController
 from .bodies import BoundedBodies
+from .browser import DirBrowser
 from .connections import GuardedServer
 from .error_pages import ErrorPages
 from .logins import Logins
@@ -89,7 +89,7 @@ def wsgidav_config(tree: Tree, users: dict[str, User], logins: Logins, windows_n
         "block_size": 1 << 20,
         # Every request is authenticated, then judged by its role, before any body is read; our PROPFIND
         # of the views answers just before wsgidav would.
-        "middleware_stack": [ErrorPages, GuardedAuthenticator, RoleGate, BoundedBodies, WsgiDavDirBrowser,
+        "middleware_stack": [ErrorPages, GuardedAuthenticator, RoleGate, BoundedBodies, DirBrowser,
                              ViewsPropfind, RequestResolver],
         "lock_storage": False,  # ours instead (locks.py), in memory: what Windows and macOS need to write
         "property_manager": True,
