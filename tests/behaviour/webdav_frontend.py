@@ -61,8 +61,9 @@ def entries(body: bytes) -> dict[str, dict[str, ElementTree.Element]]:
         href = unquote(urlsplit(response.findtext(f"{DAV}href") or "").path).strip("/")
         properties: dict[str, ElementTree.Element] = {}
         for propstat in response.iter(f"{DAV}propstat"):
-            if " 200 " in (propstat.findtext(f"{DAV}status") or ""):
-                properties.update((prop.tag, prop) for prop in propstat.find(f"{DAV}prop") or [])
+            listed = propstat.find(f"{DAV}prop")
+            if " 200 " in (propstat.findtext(f"{DAV}status") or "") and listed is not None:
+                properties.update((prop.tag, prop) for prop in listed)
         found[href] = properties
     return found
 
