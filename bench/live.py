@@ -36,11 +36,11 @@ from pydicom.uid import generate_uid
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import Mount, drop_caches, generate, post_one, timed  # noqa: E402
+from sections import write_section  # noqa: E402
 
 from orthancfs.demo.samples import Spec, make_dicom  # noqa: E402
 from orthancfs.demo.server import OrthancServer, free_port  # noqa: E402
 
-START, END = "<!-- live -->", "<!-- /live -->"
 OLD_DEFAULTS = ("--no-follow", "--metadata-ttl", "10")
 NEW_DATE, NEW_MONTH = "20240501", "by-dates/2024/2024-05"
 POLL = 0.01  # how often the reader looks (a reader polling with ls: the measurement, not a wait)
@@ -253,27 +253,17 @@ def run(args: argparse.Namespace) -> str:
                      f"{busy[1] * 100:.1f}% of a core", "-", "bounded CPU"))
         print(rows[-2:], flush=True)
         orthanc_version = version(server)
-    lines = [START, "## Live view (bench/live.py)", "",
+    lines = ["## Live view (bench/live.py)", "",
              f"{args.patients} patients x 3 studies x 4 series x 10 instances, Orthanc {orthanc_version}; "
              f"today's defaults against the defaults before following (`{' '.join(OLD_DEFAULTS)}`), same run.", "",
              "| what | orthancfs | before (no follower, 10 s TTL) | target |", "|---|---|---|---|"]
     lines += [f"| {what} | {ours} | {before} | {target} |" for what, ours, before, target in rows]
-    lines.append(END)
     return "\n".join(lines)
 
 
 def version(server: OrthancServer) -> str:
     with server.client() as client:
         return client.capabilities.version_text
-
-
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else ""
-    if START in text and END in text:
-        text = text[: text.index(START)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text)
 
 
 def main() -> None:
@@ -289,7 +279,7 @@ def main() -> None:
     section = run(args)
     print(section)
     if args.output:
-        write_section(args.output, section)
+        write_section(args.output, "live", section)
 
 
 if __name__ == "__main__":

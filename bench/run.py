@@ -32,6 +32,8 @@ import urllib3
 from pydicom.uid import generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from sections import write_section  # noqa: E402
+
 from orthancfs.demo.samples import Spec, make_dicom  # noqa: E402
 from orthancfs.demo.server import OrthancServer, free_port  # noqa: E402
 
@@ -586,7 +588,7 @@ def main() -> None:
     text = run(args)
     print("\n" + text)
     if args.output:
-        args.output.write_text(text)
+        write_section(args.output, "bench", text)
 
 
 if __name__ == "__main__":

@@ -30,11 +30,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pydicom.uid import generate_uid  # noqa: E402
+from sections import write_section  # noqa: E402
 
 from orthancfs.demo.samples import Spec, make_dicom  # noqa: E402
 from orthancfs.demo.server import OrthancServer  # noqa: E402
-
-START, END = "<!-- soak -->", "<!-- /soak -->"
 
 
 @dataclass
@@ -150,7 +149,6 @@ def verdict(args: argparse.Namespace, tally: Tally, samples: list[tuple[int, flo
     flat = fds_last <= fds_first + 4 and rss_last <= rss_first * 1.15 + 8
     ok = not missing and not unaccounted and tally.wrong_reads == 0 and not tally.read_errors and flat
     lines = [
-        START,
         f"### Soak: {args.writers} writers and {args.readers} readers for {args.seconds} s "
         f"({time.strftime('%Y-%m-%d')}, `python bench/soak.py`)",
         "",
@@ -165,18 +163,8 @@ def verdict(args: argparse.Namespace, tally: Tally, samples: list[tuple[int, flo
         f"| open descriptors of the mount, first / last minute (median) | {fds_first:.0f} / {fds_last:.0f} |",
         f"| resident memory, first / last minute (median) | {rss_first:.0f} / {rss_last:.0f} MiB |",
         f"| verdict | {'every file accounted for, nothing held' if ok else '**FAILED**'} |",
-        END,
     ]
     return "\n".join(lines), ok
-
-
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else ""
-    if START in text and END in text:
-        text = text[: text.index(START)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text)
 
 
 def main() -> None:
@@ -190,7 +178,7 @@ def main() -> None:
     section, ok = run(args)
     print(section)
     if args.output:
-        write_section(args.output, section)
+        write_section(args.output, "soak", section)
     sys.exit(0 if ok else 1)
 
 
