@@ -18,6 +18,7 @@ from .compose import client_settings, open_tree
 from .errors import StartupError
 from .fuse.operations import FuseSettings, OrthancOperations
 from .fuse.readahead import raise_readahead
+from .orthanc import LoopUploader
 from .service import notify
 from .settings import Settings
 
@@ -59,7 +60,8 @@ def mount_from_settings(settings: Settings, ready_callbacks: Iterable[Callable[[
         callbacks = [*ready_callbacks, lambda: notify(f"READY=1\n{status}")]
         options = {"ro"} if settings.read_only else set()
         options |= {"allow_other"} if settings.allow_other else set()
-        serve(OrthancOperations(tree, fuse), mountpoint, tree.source, callbacks, on_ready, options)
+        operations = OrthancOperations(tree, fuse, LoopUploader(tree.client))
+        serve(operations, mountpoint, tree.source, callbacks, on_ready, options)
 
 
 def serve(ops: OrthancOperations, mountpoint: str, source: str, ready_callbacks: Iterable[Callable[[], None]] = (),

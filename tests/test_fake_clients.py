@@ -168,7 +168,7 @@ def test_a_lost_answer_is_settled_by_asking(fake: FakeOrthanc, tmp_path: Path, r
         handle.write(0, content)
         closing = handle.closing()
         if from_loop:
-            uploader = tree.loop_sender()
+            uploader = LoopUploader(tree.client)
             try:
                 answer, error = trio.run(_post, uploader, closing.body)
             finally:

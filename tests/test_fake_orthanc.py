@@ -410,7 +410,7 @@ def _send(tree: Tree, name: str, content: bytes, from_loop: bool) -> str:
         handle.write(0, content)
         closing = handle.closing()
         if from_loop and closing.body is not None:
-            uploader = tree.loop_sender()
+            uploader = LoopUploader(tree.client)
             try:
                 answer, error = trio.run(_post, uploader, closing.body)
             finally:

@@ -65,3 +65,14 @@ def test_nothing_imports_upward_into_the_frontends() -> None:
     for path in [*modules("tree"), *modules("orthanc"), PACKAGE / "content.py", PACKAGE / "cache.py"]:
         upward = package_imports(path) & {*FRONTENDS, "mount", "cli", "compose"}
         assert not upward, f"{path.relative_to(PACKAGE)} imports {sorted(upward)}"
+
+
+def test_the_model_holds_no_event_loop_code() -> None:
+    """Loop fast paths belong to the frontend that runs the loop: the tree neither imports trio nor
+    the client's loop sender (the composition root hands that to the FUSE frontend)."""
+    for path in modules("tree"):
+        tree = ast.parse(path.read_text())
+        names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)
+                 for alias in node.names}
+        modules_named = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert not ({"trio", "LoopUploader"} & (names | modules_named)), path.name

@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from orthancfs.fuse.operations import FuseSettings, OrthancOperations
+from orthancfs.orthanc import LoopUploader
 from orthancfs.tree import Tree
 
 from .conftest import LoadedOrthanc
@@ -22,7 +23,7 @@ NO_CONTEXT = None  # the handlers never look at the request context
 @pytest.fixture
 def ops(orthanc: LoadedOrthanc, tmp_path: Path) -> Iterator[OrthancOperations]:
     tree = Tree(orthanc.client, tmp_path / "state", metadata_ttl=60)
-    yield OrthancOperations(tree, FuseSettings(uid=os.getuid(), gid=os.getgid()))
+    yield OrthancOperations(tree, FuseSettings(uid=os.getuid(), gid=os.getgid()), LoopUploader(tree.client))
     tree.close()
 
 

@@ -18,7 +18,7 @@ import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pyfuse3
 import trio
@@ -37,6 +37,17 @@ from .notify import KernelNotifier
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class LoopSender(Protocol):
+    """`POST /instances` from this loop (the composition root passes the client's LoopUploader):
+    a thread hop per small upload cost twice the CPU, and the model stays synchronous."""
+
+    async def upload(self, body: bytes) -> Any: ...
+
+    def close(self) -> None: ...
+
+
 BLOCK_SIZE = 4096
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2  # renameat2(2) flags
 PENDING_XATTR = b"user.orthancfs.pending"
@@ -61,7 +72,7 @@ class OrthancOperations(pyfuse3.Operations):
 
     supports_dot_lookup = False  # no NFS export, so the kernel never looks up "." or ".."
 
-    def __init__(self, tree: Tree, settings: FuseSettings):
+    def __init__(self, tree: Tree, settings: FuseSettings, sender: LoopSender):
         super().__init__()
         self.tree = tree
         self.settings = settings
@@ -77,7 +88,7 @@ class OrthancOperations(pyfuse3.Operations):
         self._warnings = WarningLimiter()
         self.notifier = KernelNotifier()
         self._unsubscribe = tree.events.subscribe(self._changed)
-        self._sender = tree.loop_sender()  # small uploads are POSTed from the loop itself
+        self._sender = sender  # small uploads are POSTed from the loop itself
 
     @contextmanager
     def _errno(self, operation: str) -> Iterator[None]:

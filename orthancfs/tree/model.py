@@ -33,7 +33,7 @@ from ..errors import (
     ReadOnly,
     WouldBlock,
 )
-from ..orthanc import Level, LoopUploader, OrthancClient
+from ..orthanc import Level, OrthancClient
 from . import views
 from .events import ChangedElsewhere, Events
 from .follower import POLL_SECONDS, ChangeFollower, Invalidation
@@ -513,11 +513,6 @@ class Tree:
         files = staging.f_favail if staging.f_files else staging.f_bavail
         # The room is what uploads may still take: the staging disk's, less what stays free for reads.
         return FsStats(used, instances, max(0, budget.free() - budget.reserve), files)
-
-    def loop_sender(self) -> LoopUploader:
-        """`POST /instances` for one trio event loop (the FUSE frontend sends small uploads from
-        its loop: a thread hop per file cost twice the CPU), with the client's settings and rules."""
-        return LoopUploader(self.client)
 
     def close(self) -> None:
         if self.follower is not None:

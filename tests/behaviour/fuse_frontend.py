@@ -35,6 +35,7 @@ import pyfuse3
 import trio
 
 from orthancfs.fuse.operations import FuseSettings, OrthancOperations
+from orthancfs.orthanc import LoopUploader
 from orthancfs.tree import Tree
 from orthancfs.tree.uploads import STATUS_XATTR
 
@@ -187,7 +188,7 @@ class FuseFrontend:
     touches = True
 
     def __init__(self, tree: Tree):
-        self.ops = OrthancOperations(tree, FuseSettings(uid=os.getuid(), gid=os.getgid()))
+        self.ops = OrthancOperations(tree, FuseSettings(uid=os.getuid(), gid=os.getgid()), LoopUploader(tree.client))
         self.ops.notifier.close()
         self.ops.notifier = Notices()  # type: ignore[assignment]
         self.loop = Loop()
