@@ -313,3 +313,60 @@ def test_a_folder_asked_for_without_its_slash_is_redirected_to_its_full_path(tmp
         for path, wanted in (("/by-patients", "/by-patients/"), ("/uploads", "/uploads/"),
                              ("/uploads/CD 1", "/uploads/CD%201/")):
             assert location(app, path) == prefix + wanted
+
+
+@pytest.mark.allow_warnings
+def test_browsing_skips_wsgidav_only_for_credentials_it_has_verified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """fast_path.py answers a views PROPFIND of a user whose Basic credentials passed a moment ago, with
+    wsgidav's answer; anything else (first or wrong credentials, Digest, If, bad bodies, infinity)
+    goes through wsgidav, and a wrong password is counted once."""
+    import base64
+
+    from orthancfs.demo.samples import Spec, make_dicom
+    from orthancfs.webdav import propfind
+    from orthancfs.webdav.server import webdav_app
+
+    from .behaviour.webdav_frontend import environ_for
+    from .fake_orthanc import FakeOrthanc
+    from .trees import tree_of
+
+    through_wsgidav = []
+    wsgidav_propfind = propfind.ViewsPropfind.__call__
+    monkeypatch.setattr(propfind.ViewsPropfind, "__call__", lambda self, environ, start: (
+        through_wsgidav.append(environ["PATH_INFO"]), wsgidav_propfind(self, environ, start))[1])
+
+    def ask(app: object, password: str, path: str, body: bytes = b"", **headers: str) -> tuple[str, list, bytes]:
+        started: dict = {}
+
+        def start_response(status: str, header_list: list, exc_info: object = None) -> object:
+            started.update(status=status, headers=sorted(name for name, _ in header_list if name != "Date"))
+            return lambda data: None
+        credentials = base64.b64encode(f"ann:{password}".encode()).decode()
+        environ = environ_for("PROPFIND", path, body, {"Authorization": f"Basic {credentials}", **headers})
+        answer = b"".join(app(environ, start_response))  # type: ignore[operator]
+        return started["status"], started["headers"], answer
+
+    named = (b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:" xmlns:O="http://orthancfs.invalid/ns"><D:prop>'
+             b"<D:getetag/><D:displayname/><O:labels/><D:nothing/></D:prop></D:propfind>")
+    users = load_users(write_users(tmp_path, f"ann:{HASH}:read\n"))
+    with FakeOrthanc() as fake, tree_of(fake, tmp_path, metadata_ttl=60) as tree:
+        fake.add(make_dicom(Spec("P1", "Ann^Lee", "1.2.3", "1.2.3.4")))
+        asked = (("/by-patients/", "1", b""), ("/by-uids/1.2.3", "1", named), ("/by-studies", "0", b""))
+        for path, depth, body in asked:
+            app = webdav_app(tree, users=users, windows_names=False, debug=False)
+            through_wsgidav.clear()
+            first = ask(app, "secret", path, body, Depth=depth)
+            again = ask(app, "secret", path, body, Depth=depth)
+            assert first[0].startswith("207") and first == again, path
+            assert len(through_wsgidav) == 1, through_wsgidav  # the first: the credentials were new
+        through_wsgidav.clear()
+        assert ask(app, "wrong", "/by-patients/", Depth="1")[0].startswith("401")
+        assert ask(app, "secret", "/by-patients/", Depth="infinity")[0].startswith("403")
+        assert ask(app, "secret", "/by-patients/", b"<D:propfind", Depth="1")[0].startswith("400")
+        assert ask(app, "secret", "/by-patients/", Depth="1", If="(<urn:x>)")[0][:3] in ("207", "412")
+        assert ask(app, "secret", "/by-patients/nobody/", Depth="1")[0].startswith("404")
+        # 401, 403 and 400 are answered before wsgidav reaches its PROPFIND of the views
+        assert through_wsgidav == ["/by-patients", "/by-patients/nobody"]
+    assert [r.getMessage() for r in caplog.records if "login failed" in r.getMessage()] == [
+        "login failed: user 'ann' from 127.0.0.1 (wrong password)"]

@@ -56,19 +56,26 @@ class Logins:
 
         A credential verified a moment ago passes even then: it was right before the
         failures began, and the user it belongs to should not be locked out by them."""
-        token = hmac.digest(self._key, name.encode("utf-8", "surrogateescape") + b"\0" + password, hashlib.sha256)
-        with self._lock:
-            if self._verified.get(token):
-                return True
+        if self.verified(name, password):
+            return True
         self.refuse_if_throttled(name, address)
         user = self.users.get(name)
         if _matches(user, password[:BCRYPT_MAX], self._stand_in):
             with self._lock:
-                self._verified[token] = True
+                self._verified[self._token(name, password)] = True
             self.throttle.succeeded(_address_key(address))
             return True
         self.failed(name, address, "wrong password" if user else "unknown user")
         return False
+
+    def verified(self, name: str, password: bytes) -> bool:
+        """Whether this credential passed a moment ago (nothing counted, nothing checked anew)."""
+        token = self._token(name, password)
+        with self._lock:
+            return bool(self._verified.get(token))
+
+    def _token(self, name: str, password: bytes) -> bytes:
+        return hmac.digest(self._key, name.encode("utf-8", "surrogateescape") + b"\0" + password, hashlib.sha256)
 
     def digest_ha1(self, name: str, address: str) -> str | None:
         """The Digest hash of `name` (None: no Digest for that name); raises Throttled."""

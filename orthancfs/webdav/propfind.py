@@ -42,26 +42,37 @@ class ViewsPropfind(BaseMiddleware):
     """Answers PROPFIND (Depth 0 or 1) below by-patients/, by-studies/, by-dates/ and by-uids/."""
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        if not _for_views(environ):
+        chunks = views_answer(self.wsgidav_app.provider_map["/"], environ) if _for_views(environ) else None
+        if chunks is None:
             return self.next_app(environ, start_response)
-        body = environ["wsgi.input"].read(_content_length(environ))
-        environ["wsgi.input"] = io.BytesIO(body)  # so wsgidav can read it, if it answers instead
-        wanted = requested_properties(body)
-        resource = self.wsgidav_app.provider_map["/"].get_resource_inst(environ["PATH_INFO"], environ)
-        if wanted is False or resource is None:  # bad XML, not found: wsgidav says what it says
-            return self.next_app(environ, start_response)
-        if environ["HTTP_DEPTH"] == "1" and resource.is_collection:
-            pieces = multistatus(resource, wanted, self.wsgidav_app.provider_map["/"].tree)
-        else:
-            pieces = multistatus(resource, wanted)
-        chunks = list(_joined(pieces))
-        start_response("207 Multi-Status", [("Content-Type", "application/xml; charset=utf-8"),
-                                            ("Date", util.get_rfc1123_time()),
-                                            ("Content-Length", str(sum(map(len, chunks))))])
-        return chunks
+        return send_multistatus(start_response, chunks)
+
+
+def views_answer(provider: Any, environ: dict) -> list[bytes] | None:
+    """The answer to a PROPFIND of the views provider's `PATH_INFO` (Depth 0 or 1, its body of
+    known length), in chunks; None where wsgidav says what it says (bad XML, not found)."""
+    body = environ["wsgi.input"].read(_content_length(environ))
+    environ["wsgi.input"] = io.BytesIO(body)  # so wsgidav can read it, if it answers instead
+    wanted = requested_properties(body)
+    resource = provider.get_resource_inst(environ["PATH_INFO"], environ)
+    if wanted is False or resource is None:
+        return None
+    if environ["HTTP_DEPTH"] == "1" and resource.is_collection:
+        pieces = multistatus(resource, wanted, provider.tree)
+    else:
+        pieces = multistatus(resource, wanted)
+    return list(_joined(pieces))
+
+
+def send_multistatus(start_response: Callable, chunks: list[bytes]) -> list[bytes]:
+    start_response("207 Multi-Status", [("Content-Type", "application/xml; charset=utf-8"),
+                                        ("Date", util.get_rfc1123_time()),
+                                        ("Content-Length", str(sum(map(len, chunks))))])
+    return chunks
 
 
 def _for_views(environ: dict) -> bool:
+    """Whether this PROPFIND is one ours answers (anything else, `If` headers included, is wsgidav's)."""
     if environ.get("REQUEST_METHOD") != "PROPFIND" or environ.get("HTTP_DEPTH") not in ("0", "1"):
         return False  # no Depth means infinity: refused before us
     length = _content_length(environ)

@@ -1,6 +1,7 @@
 """`orthancfs webdav`: the tree served by wsgidav on cheroot, with auth and TLS.
 
-The request path, outside in: the access log; paths that name nothing (400); wsgidav
+The request path, outside in: the access log; paths that name nothing (400); browsing of
+the views by users already known (fast_path.py); for everything else wsgidav
 (errors as pages, authentication, the role gate, bounded bodies, the directory
 browser, our PROPFIND of the views, then its providers); all on a cheroot server
 that keeps slow and many clients from holding its threads (connections.py).
@@ -31,6 +32,7 @@ from .bodies import BoundedBodies
 from .browser import DirBrowser
 from .connections import GuardedServer
 from .error_pages import ErrorPages
+from .fast_path import ViewsFastPath
 from .logins import Logins
 from .paths import checked_paths
 from .policy import RoleGate
@@ -116,9 +118,10 @@ class PrefixedDAVApp(WsgiDAVApp):
 
 def webdav_app(tree: Tree, users: dict[str, User], windows_names: bool, debug: bool, prefix: str = "") -> Any:
     """The whole WSGI application, access log outermost; the tree at `prefix` ("" for the root)."""
-    dav = PrefixedDAVApp(wsgidav_config(tree, users, Logins(users), windows_names, debug, prefix))
+    logins = Logins(users)
+    dav = PrefixedDAVApp(wsgidav_config(tree, users, logins, windows_names, debug, prefix))
     locks.install(dav, locks.BoundedLockManager(lambda name: role_of_user(users, name) == "delete"))
-    return AccessLog(under_prefix(checked_paths(dav), prefix))
+    return AccessLog(under_prefix(checked_paths(ViewsFastPath(dav, logins)), prefix))
 
 
 NOT_HERE = b"Not Found: the tree is served below "

@@ -1,0 +1,95 @@
+"""The request file managers send most, answered before wsgidav: PROPFIND of a views folder.
+
+Browsing is a Depth-1 PROPFIND per folder, again and again, by users whose credentials passed a
+moment ago.  Through wsgidav's stack (its environ set-up, then errors, authentication, the role
+gate, bodies, the directory browser, our PROPFIND) such a request cost about 0.5 ms of CPU, most of
+it before the answer was written (profile in bench/RESULTS.md).  Here the same answer is written
+from the same code (propfind.py) for the requests where every step of that stack is known to
+let it through:
+
+- PROPFIND, Depth 0 or 1, below by-patients/, by-studies/, by-dates/ or by-uids/, no `If` header,
+  a body of known length within the limit bodies.py gives PROPFIND;
+- no users file (anonymous access, which server.py allows only where it is safe), or Basic
+  credentials Logins verified a moment ago; PROPFIND needs the read role, which every user has.
+
+Anything else, and any answer that fails here, goes the whole way through wsgidav with the request
+as it came: it authenticates, counts failed logins, and writes the error pages.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from wsgidav import util
+
+from ..tree.views import ALL_VIEWS
+from .auth import basic_credentials
+from .bodies import DEFAULT_LIMIT
+from .logins import Logins
+from .propfind import _content_length, send_multistatus, views_answer
+from .users import REALM
+
+log = logging.getLogger(__name__)
+
+AUTHENTICATED = ("wsgidav.auth.realm", "wsgidav.auth.user_name")  # what wsgidav's authenticator sets
+
+
+class ViewsFastPath:
+    """WSGI application in front of wsgidav (`dav`): browsing the views without its stack."""
+
+    def __init__(self, dav: Any, logins: Logins):
+        self.dav = dav
+        self.logins = logins
+        self.provider = dav.provider_map["/"]
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        user = self._user(environ) if _browsing(environ) else None
+        if user is None:
+            return self.dav(environ, start_response)
+        arrived = environ["PATH_INFO"]
+        chunks = self._answer(environ, user)
+        if chunks is None:  # the same environ (the access log reads the user from it), as it came
+            environ["PATH_INFO"] = arrived  # wsgidav re-encodes it: twice would garble non-ASCII names
+            for key in AUTHENTICATED:
+                environ.pop(key, None)
+            return self.dav(environ, start_response)  # the body, read or not, is in wsgi.input
+        return send_multistatus(start_response, chunks)
+
+    def _user(self, environ: dict) -> str | None:
+        """Who asks ("" for anonymous access), if their credentials are known good; else None."""
+        if not self.logins.users:
+            return ""
+        credentials = basic_credentials(environ.get("HTTP_AUTHORIZATION", ""))
+        if credentials is None or not self.logins.verified(*credentials):
+            return None
+        return credentials[0]
+
+    def _answer(self, environ: dict, user: str) -> list[bytes] | None:
+        """The answer, with environ made as wsgidav makes it; None if this is not ours to answer."""
+        try:
+            path = util.normalize_path(util.re_encode_wsgi(environ["PATH_INFO"]))
+        except Exception:  # noqa: BLE001 - wsgidav says what is wrong with the path
+            return None
+        if path.split("/", 2)[1] not in ALL_VIEWS:
+            return None
+        environ.update({"PATH_INFO": path, "wsgidav.app": self.dav, "wsgidav.config": self.dav.config,
+                        "wsgidav.provider": self.provider, "wsgidav.verbose": self.dav.verbose})
+        if user:
+            environ.update(zip(AUTHENTICATED, (REALM, user), strict=True))
+        try:
+            return views_answer(self.provider, environ)
+        except Exception:  # noqa: BLE001 - Orthanc away, a folder gone: wsgidav writes the error page
+            log.debug("PROPFIND %s goes to wsgidav", path, exc_info=True)
+            return None
+
+
+def _browsing(environ: dict) -> bool:
+    """A PROPFIND this path may answer, judged from its headers alone."""
+    if environ.get("REQUEST_METHOD") != "PROPFIND" or environ.get("HTTP_DEPTH") not in ("0", "1"):
+        return False
+    if "HTTP_IF" in environ or "HTTP_TRANSFER_ENCODING" in environ:
+        return False
+    length = _content_length(environ)
+    return length is not None and length <= DEFAULT_LIMIT
