@@ -360,3 +360,43 @@ def test_errors_are_plain_and_every_request_is_in_the_access_log(secured: WebDAV
     text = "\n".join(lines) + secured.log.read_text()
     assert not any(secret in text for secret in (*PASSWORDS.values(), "Authorization", "bm9jb2xvbg"))
     assert "orthancfs.webdav.access" not in secured.log.read_text()  # with --access-log, only there
+
+
+def test_kept_connections_answer_in_order_and_are_released(secured: WebDAV) -> None:
+    """A worker answers the next request of the connection it has just answered (connections.py,
+    KEEP_WARM): pipelined requests come back in order, clients that leave after an answer give their
+    connection back (more of them than the per-address limit), and clients taking turns on their
+    connections are all answered."""
+    auth = "Basic " + base64.b64encode(b"viewer:v-pass").decode()
+    head = f"PROPFIND {{}} HTTP/1.1\r\nHost: x\r\nDepth: {{}}\r\nAuthorization: {auth}\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", secured.port), timeout=30) as client:
+        client.sendall((head.format("/by-patients/", 1) + head.format("/", 0) + head.format("/nowhere/", 0)).encode())
+        assert _pipelined_statuses(client, 3) == [207, 207, 404]
+    for _ in range(PER_ADDRESS + 8):  # each leaves as soon as it has its answer
+        assert status(secured, "PROPFIND", "/", "viewer", source="127.0.2.1", headers={"Depth": "0"}) == 207
+    connections = [http.client.HTTPConnection("127.0.0.1", secured.port, timeout=30) for _ in range(20)]
+    try:
+        for turn in range(3):
+            for connection in connections:
+                connection.request("PROPFIND", "/by-patients/", headers={"Depth": "1", "Authorization": auth})
+                answer = connection.getresponse()
+                assert answer.status == 207 and b"multistatus" in answer.read(), turn
+    finally:
+        for connection in connections:
+            connection.close()
+
+
+def _pipelined_statuses(client: socket.socket, count: int) -> list[int]:
+    """The statuses of `count` answers arriving on one connection, each read to its Content-Length."""
+    received, statuses = b"", []
+    while len(statuses) < count:
+        head, blank, rest = received.partition(b"\r\n\r\n")
+        length = re.search(rb"(?im)^content-length: *(\d+)", head) if blank else None
+        if length is None or len(rest) < int(length[1]):
+            chunk = client.recv(1 << 16)
+            assert chunk, (statuses, received[:300])
+            received += chunk
+            continue
+        statuses.append(int(head.split(b" ", 2)[1]))
+        received = rest[int(length[1]):]
+    return statuses

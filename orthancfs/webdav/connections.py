@@ -27,6 +27,7 @@ every new connection.  Here:
 from __future__ import annotations
 
 import logging
+import select
 import selectors
 import socket
 import ssl
@@ -50,6 +51,9 @@ BACKLOG = 511  # what Apache and nginx ask listen() for
 GRACE, MIN_RATE = 20.0, 500.0  # seconds; bytes a second
 DRAIN_LIMIT = 64 * 1024  # an unread body up to this long is read so the connection can be kept
 LINGER = 2.0  # seconds
+# How long a worker waits for the next request on a connection it has just answered, before handing
+# it back to the accepting thread (a browsing client asks again within a millisecond).
+KEEP_WARM = 0.005  # seconds
 BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 10\r\nConnection: close\r\n\r\n"
 
 
@@ -197,6 +201,16 @@ class GuardedConnection(HTTPConnection):
             with suppress(OSError):
                 self.socket.settimeout(self.server.timeout)
 
+    def next_request_within(self, seconds: float) -> bool:
+        """Whether a whole request head is here, or arrives within `seconds`."""
+        if self.lingering:
+            return False
+        ready = self.read_ahead()
+        if ready is not False:
+            return bool(ready)  # None: the client has gone (the accepting thread will see it)
+        readable, _, _ = select.select([self.socket], [], [], seconds)
+        return bool(readable) and self.read_ahead() is True
+
     def _discard(self) -> bool | None:
         """Throw away what a lingering connection is still sent; None at its end."""
         self.socket.settimeout(0)
@@ -294,6 +308,29 @@ class GuardedServer(wsgi.Server):
         super().prepare()
         plain, self._connections = self._connections, GuardedConnections(self)
         plain.close()
+
+    def put_conn(self, conn: GuardedConnection) -> None:
+        """A connection answered and kept open: its worker answers the next request itself when it
+        comes within KEEP_WARM and no other connection waits for a worker; else back to the
+        accepting thread.  The trip through that thread and the queue cost a browsing client
+        two thread hand-offs per request (bench/RESULTS.md)."""
+        while self.ready and self.requests.qsize == 0 and self.requests.idle > 0 and \
+                conn.next_request_within(KEEP_WARM):
+            if not self._answer_here(conn):
+                return
+        super().put_conn(conn)
+
+    def _answer_here(self, conn: GuardedConnection) -> bool:
+        """One more request of `conn` in this worker, as cheroot's worker answers; whether it stays open."""
+        try:
+            if conn.communicate():
+                return True
+        except ConnectionError as exc:
+            log.debug("connection from %s dropped: %s", conn.remote_addr, exc)
+        except Exception:
+            log.exception("unhandled error answering %s", conn.remote_addr)
+        conn.close()
+        return False
 
     def linger(self, conn: GuardedConnection) -> None:
         self._connections.wait(conn)
