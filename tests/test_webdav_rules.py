@@ -370,3 +370,44 @@ def test_browsing_skips_wsgidav_only_for_credentials_it_has_verified(tmp_path: P
         assert through_wsgidav == ["/by-patients", "/by-patients/nobody"]
     assert [r.getMessage() for r in caplog.records if "login failed" in r.getMessage()] == [
         "login failed: user 'ann' from 127.0.0.1 (wrong password)"]
+
+
+def test_kept_answers_are_served_only_while_the_tree_is_unchanged(tmp_path: Path) -> None:
+    """fast_path.py serves an answer it wrote again while the tree's stamp stays: a change found
+    (here by the follower's invalidation of new patients) shows in the next PROPFIND."""
+    from orthancfs.demo.samples import Spec, make_dicom
+    from orthancfs.orthanc import Level
+    from orthancfs.tree.follower import Invalidation
+    from orthancfs.webdav.server import webdav_app
+
+    from .behaviour.webdav_frontend import entries, environ_for
+    from .fake_orthanc import FakeOrthanc
+    from .trees import tree_of
+
+    def patients(app: object) -> set[str]:
+        answer = b"".join(app(environ_for("PROPFIND", "/by-patients/", b"", {"Depth": "1"}),  # type: ignore[operator]
+                              lambda status, headers, exc_info=None: None))
+        return {path for path in entries(answer) if path != "by-patients"}
+
+    with FakeOrthanc() as fake, tree_of(fake, tmp_path, metadata_ttl=60) as tree:
+        fake.add(make_dicom(Spec("P1", "Ann^Lee", "1.2.3", "1.2.3.4")))
+        app = webdav_app(tree, users={}, windows_names=False, debug=False)
+        first = patients(app)
+        assert len(first) == 1 and patients(app) == first
+        fake.add(make_dicom(Spec("P2", "Bo^Lee", "1.2.5", "1.2.5.6")))
+        assert patients(app) == first  # within the metadata TTL, nothing said it changed
+        tree.changed_elsewhere(Invalidation(added={Level.PATIENTS}))
+        assert len(patients(app)) == 2
+
+
+def test_kept_answers_stay_within_their_budget() -> None:
+    from orthancfs.webdav.fast_path import KeptAnswers
+
+    kept = KeptAnswers(budget=800)
+    for n in range(20):
+        kept.keep(("/", n), 7, [b"x" * 50, b"y" * 50])
+    assert kept.get(("/", 19), 7) == [b"x" * 50, b"y" * 50] and kept.get(("/", 19), 8) is None
+    assert kept.get(("/", 0), 7) is None  # the least recently used went first
+    assert sum(kept.get(("/", n), 7) is not None for n in range(20)) == 8
+    kept.keep(("/", "huge"), 7, [b"z" * 101])  # more than an eighth of the budget: never kept
+    assert kept.get(("/", "huge"), 7) is None and kept.get(("/", 7), None) is None

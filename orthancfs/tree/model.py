@@ -240,6 +240,12 @@ class Tree:
         except KeyError:
             raise NotFound(name) from None
 
+    def stamp(self) -> int | None:
+        """A number that stays the same exactly while every listing and node of the views stays as
+        the tree hands it out (None while nothing is cached: --metadata-ttl 0).  What a frontend
+        computes from the views alone (an answer it wrote) holds while it does."""
+        return self.index.cache.stamp()
+
     def lookup_without_listing(self, parent: Node, name: str) -> Node | None:
         """`name` in `parent` where it can be found without listing `parent`; None: only the
         listing can tell.  Raises NotFound.  It answers only names that are their own display

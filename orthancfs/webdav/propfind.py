@@ -15,7 +15,7 @@ import functools
 import io
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 from xml.sax.saxutils import escape
 
 from wsgidav import util
@@ -25,7 +25,7 @@ from wsgidav.mw.base_mw import BaseMiddleware
 from ..tree import Node, Tree
 from ..tree.views import ALL_VIEWS as VIEWS
 from .bodies import parse_xml
-from .views import TreeFolder, content_length, content_type, etag
+from .views import TreeFile, TreeFolder, content_length, content_type, etag
 
 DAV = "DAV:"
 OURS = "http://orthancfs.invalid/ns"
@@ -42,15 +42,20 @@ class ViewsPropfind(BaseMiddleware):
     """Answers PROPFIND (Depth 0 or 1) below by-patients/, by-studies/, by-dates/ and by-uids/."""
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        chunks = views_answer(self.wsgidav_app.provider_map["/"], environ) if _for_views(environ) else None
-        if chunks is None:
+        answer = views_answer(self.wsgidav_app.provider_map["/"], environ) if _for_views(environ) else None
+        if answer is None:
             return self.next_app(environ, start_response)
-        return send_multistatus(start_response, chunks)
+        return send_multistatus(start_response, answer.chunks)
 
 
-def views_answer(provider: Any, environ: dict) -> list[bytes] | None:
+class Answer(NamedTuple):
+    chunks: list[bytes]
+    lasting: bool  # written from the views alone: the same while the tree's stamp stays
+
+
+def views_answer(provider: Any, environ: dict) -> Answer | None:
     """The answer to a PROPFIND of the views provider's `PATH_INFO` (Depth 0 or 1, its body of
-    known length), in chunks; None where wsgidav says what it says (bad XML, not found)."""
+    known length); None where wsgidav says what it says (bad XML, not found)."""
     body = environ["wsgi.input"].read(_content_length(environ))
     environ["wsgi.input"] = io.BytesIO(body)  # so wsgidav can read it, if it answers instead
     wanted = requested_properties(body)
@@ -61,7 +66,10 @@ def views_answer(provider: Any, environ: dict) -> list[bytes] | None:
         pieces = multistatus(resource, wanted, provider.tree)
     else:
         pieces = multistatus(resource, wanted)
-    return list(_joined(pieces))
+    # A folder emptied by deletes here lasts a while of its own; labels are asked of Orthanc.
+    labels = isinstance(wanted, list) and (OURS, "labels") in wanted
+    lasting = isinstance(resource, TreeFolder | TreeFile) and not labels
+    return Answer(list(_joined(pieces)), lasting)
 
 
 def send_multistatus(start_response: Callable, chunks: list[bytes]) -> list[bytes]:
