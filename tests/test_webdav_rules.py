@@ -241,13 +241,54 @@ def test_a_closed_connection_leaves_nothing_to_flush() -> None:
     theirs.close()
     with pytest.raises(OSError):
         for _ in range(64):  # until the dead peer makes a write fail, leaving bytes in the buffer
-            conn.wfile.write(b"x" * 65536)
+            conn.wfile.write(b"x" * (connections.DIRECT - 1))  # (larger writes are sent unbuffered)
     assert conn.wfile._write_buf
     conn.close()
     conn.close()
     assert conn.wfile.closed and not conn.wfile._write_buf and server.released == ["127.0.0.1"]
     del conn
     gc.collect()
+
+
+def test_an_answer_leaves_in_order_its_head_with_its_first_piece() -> None:
+    """The writer holds the head for the body's first piece, sends large pieces without copying them
+    into its buffer, and sends a head without a body at the end of the answer."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        conn = connections.GuardedConnection(_Server(), ours, ("127.0.0.1", 1))  # type: ignore[arg-type]
+        writer = conn.wfile
+        writer.hold()
+        writer.write(b"HEAD\r\n\r\n")
+        theirs.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            theirs.recv(100)  # held
+        body = bytes(range(256)) * (connections.DIRECT // 128)
+        writer.write(body)
+        writer.write(b"tail")
+        assert not writer._write_buf
+        wanted = b"HEAD\r\n\r\n" + body + b"tail"
+        received = b""
+        while len(received) < len(wanted):
+            received += theirs.recv(1 << 16)
+        assert received == wanted and writer.bytes_written == len(wanted)
+        writer.hold()
+        writer.write(b"204 HEAD ONLY")
+        writer.release()
+        assert theirs.recv(100) == b"204 HEAD ONLY"
+
+
+def test_head_lines_are_read_from_what_came_ahead() -> None:
+    """cheroot reads a head line by line: from what the accepting thread read ahead, then from the socket."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        reader = connections.AheadReader(ours, timeout=5.0)
+        reader.raw.add(b"PROPFIND / HTTP/1.1\r\nHost: x\r\nDep")
+        assert reader.readline() == b"PROPFIND / HTTP/1.1\r\n"
+        assert reader.readline(4) == b"Host"
+        assert reader.readline() == b": x\r\n"
+        theirs.sendall(b"th: 1\r\n\r\nbody")
+        assert reader.readline() == b"Depth: 1\r\n"  # the line goes on beyond what came ahead
+        assert reader.readline() == b"\r\n" and reader.read(4) == b"body"
 
 
 def test_a_request_head_is_complete_only_with_its_blank_line() -> None:
