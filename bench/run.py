@@ -6,7 +6,7 @@ mount, a fresh rclone mount and (where it means something) plain REST.  Prints
 one markdown table of medians with ratios, HTTP requests sent by orthancfs per
 operation, and orthancfs' peak RSS; --output also writes it to a file.
 
-    python bench/run.py [--patients 101] [--runs 3] [--large] [--output bench/RESULTS.md]
+    python bench/run.py [--patients 101] [--runs 3] [--large] [--output bench/RESULTS.md [--section NAME]]
 """
 
 from __future__ import annotations
@@ -37,9 +37,11 @@ from sections import write_section  # noqa: E402
 
 from orthancfs.demo.samples import Spec, make_dicom  # noqa: E402
 from orthancfs.demo.server import OrthancServer, free_port  # noqa: E402
+from orthancfs.orthanc import Level  # noqa: E402
+from orthancfs.tree.index import PAGE_SIZE  # noqa: E402
 
 MIB = 1 << 20
-GROUPS = ("walk", "read", "study", "uploads", "webdav")
+GROUPS = ("walk", "read", "study", "uploads", "webdav", "find")
 # A read of one 64 MiB instance takes about 0.1 s and varies by 10-20% from run to run, so a median
 # of 3 moved the cold read's ratio between 0.81x and 1.08x across runs of the same code.
 READ_RUNS = 9
@@ -408,6 +410,12 @@ def run(args: argparse.Namespace) -> str:
             # 0.2 of a whole cold read, a ratio of 5x or more); 1.10 has to download it all first.
             bench.measure("last 4 KiB of a cold 64 MiB instance", "raw GET of the whole file", tail, raw_get,
                           runs=READ_RUNS)
+            if client.capabilities.attachment_range:  # the floor: Orthanc's own answer to that range
+                size = client.get_json(f"/instances/{big_id}/attachments/dicom/size")
+                raw_tail = ["curl", "-sf", "-o", "/dev/null", "-r", f"{size - 4096}-{size - 1}",
+                            f"{server.url}/instances/{big_id}/attachments/dicom/data"]
+                bench.measure("last 4 KiB of a cold 64 MiB instance", "raw Range GET of those 4 KiB", tail,
+                              lambda: timed(raw_tail), runs=READ_RUNS)
             bench.measure("cold read of a 64 MiB instance", "raw GET", cat, raw_get, runs=READ_RUNS)
             bench.measure("cold read of a 64 MiB instance", "rclone", cat, None, runs=READ_RUNS)
             bench.measure("warm re-read of a 64 MiB instance", "raw GET", cat, raw_get, warm=True, runs=READ_RUNS)
@@ -446,9 +454,36 @@ def run(args: argparse.Namespace) -> str:
                           warm=True, mine="webdav")
         if "uploads" in args.only:
             measure_uploads(bench, work, args.upload_files)
+        if "find" in args.only:
+            measure_response_content(bench, client)
         if args.large:
             measure_large(bench, server, work)
         return report(args, server, stats, bench)
+
+
+def measure_response_content(bench: Bench, client) -> None:  # noqa: ANN001 - an OrthancClient
+    """What extended find's ResponseContent (1.12.5) buys: every resource of every level, page by page
+    as the index loads a level whole, through `/tools/find` asking for just what a listing shows,
+    against the expanded pages of `GET /{level}?expand` on the same server, alternating run for run."""
+    if not client.capabilities.extended_find:
+        print("  (this Orthanc has no extended find: no ResponseContent row)", flush=True)
+        return
+
+    def listed(fetch: Callable[[Level, int, int], list]) -> float:
+        started = time.perf_counter()
+        for level in Level:
+            since = 0
+            while page := fetch(level, since, PAGE_SIZE):
+                since += len(page)
+        return time.perf_counter() - started
+
+    ours, base = [], []
+    for _ in range(max(bench.runs, 5)):
+        base.append(listed(client.page))
+        ours.append(listed(client.listed_page))
+    bench.rows.append(("every resource of every level, page by page: `ResponseContent`", "expanded pages "
+                       "(`GET /{level}?expand`)", ours, base, []))
+    print(f"  ResponseContent: {statistics.median(ours):.3f}s, expanded {statistics.median(base):.3f}s", flush=True)
 
 
 def measure_uploads(bench: Bench, work: Path, count: int) -> None:
@@ -603,11 +638,13 @@ def main() -> None:
     parser.add_argument("--only", type=lambda text: set(text.split(",")), default=set(GROUPS),
                         help=f"comma-separated groups of measurements, of: {','.join(GROUPS)} (default: all)")
     parser.add_argument("--output", type=Path)
+    parser.add_argument("--section", default="bench",
+                        help="the section of --output to write (a partial run or another Orthanc: its own)")
     args = parser.parse_args()
     text = run(args)
     print("\n" + text)
     if args.output:
-        write_section(args.output, "bench", text)
+        write_section(args.output, args.section, text)
 
 
 if __name__ == "__main__":
