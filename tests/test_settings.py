@@ -180,3 +180,12 @@ def test_a_prefix_is_a_url_path(given: str, prefix: str) -> None:
 def test_a_prefix_that_is_no_path_is_refused(given: str) -> None:
     with pytest.raises(UsageError, match="prefix: not a URL path"):
         settings_from(build_parser().parse_args(["webdav", "--prefix", given]), {}, need_mountpoint=False)
+
+
+def test_a_profile_gives_the_webdav_prefix_and_still_serves_a_mount(tmp_path: Path) -> None:
+    """`prefix = ...` in a profile serves the WebDAV tree below it; the same profile mounts (the
+    setting is WebDAV's alone, so one profile can describe a server for both)."""
+    conf = config(tmp_path, "[profile dav]\nurl = http://pacs:8042\nprefix = pacs/dav/\n")
+    arguments = build_parser().parse_args(["webdav", "--config", str(conf), "--profile", "dav"])
+    assert settings_from(arguments, {}, need_mountpoint=False).prefix == "/pacs/dav"
+    assert settings(["--config", str(conf), "--profile", "dav", "/mnt"]).url == "http://pacs:8042"

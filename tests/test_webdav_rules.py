@@ -126,6 +126,24 @@ def test_logins_are_throttled_cached_and_logged(tmp_path: Path, caplog: pytest.L
 
 
 @pytest.mark.allow_warnings
+def test_guesses_at_one_name_from_many_addresses_hold_that_name_only(tmp_path: Path) -> None:
+    """A name guessed at from address after address waits everywhere, the right password from a
+    fresh address included (it was never verified before the failures); other names from that
+    address are not held, and the wait ends."""
+    now = [0.0]
+    users = load_users(write_users(tmp_path, f"alice:{HASH}:upload\nbob:{HASH}:read\n"))
+    logins = Logins(users, clock=lambda: now[0])
+    for n in range(throttle.FREE_FAILURES + 1):  # each address fails once: within its own free failures
+        assert not logins.check_basic("alice", b"guess", f"10.0.1.{n}")
+    with pytest.raises(Throttled) as throttled:
+        logins.check_basic("alice", b"secret", "10.0.9.9")
+    assert throttled.value.seconds == throttle.FIRST_WAIT
+    assert logins.check_basic("bob", b"secret", "10.0.9.9")  # the address itself is not held
+    now[0] += throttle.FIRST_WAIT
+    assert logins.check_basic("alice", b"secret", "10.0.9.9")
+
+
+@pytest.mark.allow_warnings
 def test_an_ipv6_host_is_throttled_as_one_address(tmp_path: Path) -> None:
     logins = Logins(load_users(write_users(tmp_path, f"alice:{HASH}\n")))
     for host in range(throttle.FREE_FAILURES + 1):

@@ -270,7 +270,12 @@ class GuardedConnection(HTTPConnection):
         ready = self.read_ahead()
         if ready is not False:
             return bool(ready)  # None: the client has gone (the accepting thread will see it)
-        readable, _, _ = select.select([self.socket], [], [], seconds)
+        poller = select.poll()  # not select(): descriptors past 1023 are common in a busy server
+        try:
+            poller.register(self.socket.fileno(), select.POLLIN)
+            readable = poller.poll(seconds * 1000)
+        except (OSError, ValueError):  # closed meanwhile: the accepting thread will see it
+            return False
         return bool(readable) and self.read_ahead() is True
 
     def _discard(self) -> bool | None:
@@ -376,10 +381,15 @@ class GuardedServer(wsgi.Server):
         comes within KEEP_WARM and no other connection waits for a worker; else back to the
         accepting thread.  The trip through that thread and the queue cost a browsing client
         two thread hand-offs per request (bench/RESULTS.md)."""
-        while self.ready and self.requests.qsize == 0 and self.requests.idle > 0 and \
-                conn.next_request_within(KEEP_WARM):
-            if not self._answer_here(conn):
-                return
+        try:
+            while self.ready and self.requests.qsize == 0 and self.requests.idle > 0 and \
+                    conn.next_request_within(KEEP_WARM):
+                if not self._answer_here(conn):
+                    return
+        except Exception:  # anything escaping here would end the worker thread, or the server
+            log.exception("keeping the connection from %s", conn.remote_addr)
+            conn.close()
+            return
         super().put_conn(conn)
 
     def _answer_here(self, conn: GuardedConnection) -> bool:
