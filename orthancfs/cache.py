@@ -55,6 +55,12 @@ class MetadataCache:
                 while self._stored_at and self._stored_at[0] + self.ttl <= now:
                     self._stored_at.popleft()
                 self._changes += 1
+            # The store's own expiry too: it counts from a moment later than the one noted above
+            # (taken before the lock), and an answer computed in between must not outlive it.
+            kept = len(self._store)
+            self._store.expire(now)
+            if len(self._store) < kept:
+                self._changes += 1
             return self._changes
 
     def _stored(self, at: float) -> None:

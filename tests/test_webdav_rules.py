@@ -460,13 +460,39 @@ def test_kept_answers_are_served_only_while_the_tree_is_unchanged(tmp_path: Path
 
 
 def test_kept_answers_stay_within_their_budget() -> None:
-    from orthancfs.webdav.fast_path import KeptAnswers
+    from orthancfs.webdav.fast_path import ENTRY_OVERHEAD, KeptAnswers
 
-    kept = KeptAnswers(budget=800)
+    entry = 100 + 3 + ENTRY_OVERHEAD  # the answer, the key's ("/", "NN"), the bookkeeping
+    kept = KeptAnswers(budget=8 * entry)
     for n in range(20):
-        kept.keep(("/", n), 7, [b"x" * 50, b"y" * 50])
-    assert kept.get(("/", 19), 7) == [b"x" * 50, b"y" * 50] and kept.get(("/", 19), 8) is None
-    assert kept.get(("/", 0), 7) is None  # the least recently used went first
-    assert sum(kept.get(("/", n), 7) is not None for n in range(20)) == 8
+        kept.keep(("/", f"{n:02d}"), 7, [b"x" * 50, b"y" * 50])
+    assert kept.get(("/", "19"), 7) == [b"x" * 50, b"y" * 50] and kept.get(("/", "19"), 8) is None
+    assert kept.get(("/", "00"), 7) is None  # the least recently used went first
+    assert sum(kept.get(("/", f"{n:02d}"), 7) is not None for n in range(20)) == 8
     kept.keep(("/", "huge"), 7, [b"z" * 101])  # more than an eighth of the budget: never kept
-    assert kept.get(("/", "huge"), 7) is None and kept.get(("/", 7), None) is None
+    assert kept.get(("/", "huge"), 7) is None and kept.get(("/", "07"), None) is None
+    kept.keep(("/", "p" * 4 * entry), 7, [b"tiny"])  # a long path counts too
+    assert kept.get(("/", "p" * 4 * entry), 7) is None
+
+
+@pytest.mark.allow_warnings
+def test_a_failed_answer_is_not_asked_for_again_by_wsgidav(tmp_path: Path) -> None:
+    """When the fast path fails (Orthanc answers 500), wsgidav writes the error page from that failure
+    instead of asking Orthanc again: one request, one wait."""
+    from orthancfs.demo.samples import Spec, make_dicom
+    from orthancfs.webdav.server import webdav_app
+
+    from .behaviour.webdav_frontend import environ_for
+    from .fake_orthanc import FakeOrthanc
+    from .trees import tree_of
+
+    with FakeOrthanc() as fake, tree_of(fake, tmp_path, metadata_ttl=60) as tree:
+        fake.add(make_dicom(Spec("P1", "Ann^Lee", "1.2.3", "1.2.3.4")))
+        app = webdav_app(tree, users={}, windows_names=False, debug=False)
+        started: dict = {}
+        app(environ_for("PROPFIND", "/", b"", {"Depth": "1"}), lambda status, headers, exc_info=None: None)
+        fake.faults.fail(500)
+        answer = b"".join(app(environ_for("PROPFIND", "/by-patients/", b"", {"Depth": "1"}),  # type: ignore[operator]
+                              lambda status, headers, exc_info=None: started.update(status=status)))
+        assert started["status"][:1] == "5" and b"Traceback" not in answer
+        assert fake.faults.failed == 1

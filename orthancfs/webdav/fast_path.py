@@ -22,6 +22,7 @@ change it too), so browsing a folder again costs neither its resolution nor its 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import threading
@@ -35,13 +36,15 @@ from ..tree.views import ALL_VIEWS
 from .auth import basic_credentials
 from .bodies import DEFAULT_LIMIT
 from .logins import Logins
-from .propfind import Answer, _content_length, send_multistatus, views_answer
+from .propfind import FAST_PATH_FAILED, Answer, _content_length, send_multistatus, views_answer
 from .users import REALM
 
 log = logging.getLogger(__name__)
 
 # Answers kept for browsing again: a walk of the bench's by-patients/ (1,604 folders) writes 9.7 MB.
 ANSWERS_KEPT_BYTES = 32 << 20
+ENTRY_OVERHEAD = 512  # bytes: the entry's tuples, list and dictionary slot
+FAILED = FAST_PATH_FAILED  # environ: what answering here raised (propfind.py raises it again)
 AUTHENTICATED = ("wsgidav.auth.realm", "wsgidav.auth.user_name")  # what wsgidav's authenticator sets
 
 
@@ -60,7 +63,8 @@ class ViewsFastPath:
             return self.dav(environ, start_response)
         body = environ["wsgi.input"].read(_content_length(environ))
         environ["wsgi.input"] = io.BytesIO(body)  # for whoever answers
-        key = (environ.get("SCRIPT_NAME", ""), environ["PATH_INFO"], environ["HTTP_DEPTH"], body)
+        key = (environ.get("SCRIPT_NAME", ""), environ["PATH_INFO"], environ["HTTP_DEPTH"],
+               hashlib.sha256(body).digest() if body else b"")
         stamp = self.provider.tree.stamp()
         chunks = self.answers.get(key, stamp)
         if chunks is None:
@@ -68,6 +72,9 @@ class ViewsFastPath:
             answer = self._answer(environ)
             if answer is None:  # the same environ (the access log reads the user from it), as it came
                 environ["PATH_INFO"] = arrived  # wsgidav re-encodes it: twice would garble non-ASCII names
+                return self.dav(environ, start_response)
+            if isinstance(answer, BaseException):  # wsgidav's error page says it, without asking again
+                environ["PATH_INFO"], environ[FAILED] = arrived, answer
                 return self.dav(environ, start_response)
             chunks = answer.chunks
             if answer.lasting:
@@ -85,8 +92,9 @@ class ViewsFastPath:
             return None
         return credentials[0]
 
-    def _answer(self, environ: dict) -> Answer | None:
-        """The answer, with environ made as wsgidav makes it; None if this is not ours to answer."""
+    def _answer(self, environ: dict) -> Answer | Exception | None:
+        """The answer, with environ made as wsgidav makes it; None if this is not ours to answer;
+        what it failed with (Orthanc away, a folder gone) for wsgidav's error pages to say."""
         try:
             path = util.normalize_path(util.re_encode_wsgi(environ["PATH_INFO"]))
         except Exception:  # noqa: BLE001 - wsgidav says what is wrong with the path
@@ -97,9 +105,9 @@ class ViewsFastPath:
                         "wsgidav.provider": self.provider, "wsgidav.verbose": self.dav.verbose})
         try:
             return views_answer(self.provider, environ)
-        except Exception:  # noqa: BLE001 - Orthanc away, a folder gone: wsgidav writes the error page
-            log.debug("PROPFIND %s goes to wsgidav", path, exc_info=True)
-            return None
+        except Exception as exc:  # noqa: BLE001 - Orthanc away, a folder gone: wsgidav writes the error page
+            log.debug("PROPFIND %s failed: %s", path, exc)
+            return exc
 
 
 class KeptAnswers:
@@ -123,8 +131,9 @@ class KeptAnswers:
             self._kept.move_to_end(key)
             return kept[1]
 
-    def keep(self, key: Hashable, stamp: int | None, chunks: list[bytes]) -> None:
-        size = sum(map(len, chunks))
+    def keep(self, key: tuple[str, ...], stamp: int | None, chunks: list[bytes]) -> None:
+        # What an entry holds: the answer, its key (paths may be long), the bookkeeping.
+        size = sum(map(len, chunks)) + sum(map(len, key)) + ENTRY_OVERHEAD
         if stamp is None or size > self.budget // 8:  # a huge folder would push out every other
             return
         with self._lock:
@@ -141,6 +150,8 @@ def _browsing(environ: dict) -> bool:
     if environ.get("REQUEST_METHOD") != "PROPFIND" or environ.get("HTTP_DEPTH") not in ("0", "1"):
         return False
     if "HTTP_IF" in environ or "HTTP_TRANSFER_ENCODING" in environ:
+        return False
+    if "logout" in environ.get("QUERY_STRING", ""):  # wsgidav's authenticator answers 401 to that
         return False
     parts = environ.get("PATH_INFO", "").split("/", 2)
     if len(parts) < 2 or parts[1] not in ALL_VIEWS:

@@ -34,6 +34,7 @@ ALL = None  # allprop (or an empty body): every live property
 NAMES = "propname"  # the names of every live property, no values
 OK, NOT_FOUND = "HTTP/1.1 200 OK", "HTTP/1.1 404 Not Found"
 CHUNK = 1 << 16  # bytes per write of an answer
+FAST_PATH_FAILED = "orthancfs.fast_path.failed"  # environ: what fast_path.py met answering this request
 MAX_BODY = 1 << 20  # a PROPFIND body names a few properties; anything bigger goes to wsgidav
 Property = tuple[str, str]  # (namespace, local name)
 
@@ -42,6 +43,9 @@ class ViewsPropfind(BaseMiddleware):
     """Answers PROPFIND (Depth 0 or 1) below by-patients/, by-studies/, by-dates/ and by-uids/."""
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        failed = environ.pop(FAST_PATH_FAILED, None)
+        if failed is not None and _for_views(environ):
+            raise failed  # the fast path tried already (Orthanc away...): asking again would double the wait
         answer = views_answer(self.wsgidav_app.provider_map["/"], environ) if _for_views(environ) else None
         if answer is None:
             return self.next_app(environ, start_response)
