@@ -12,8 +12,10 @@ let it through:
 - no users file (anonymous access, which server.py allows only where it is safe), or Basic
   credentials Logins verified a moment ago; PROPFIND needs the read role, which every user has.
 
-Anything else, and any answer that fails here, goes the whole way through wsgidav with the request
-as it came: it authenticates, counts failed logins, and writes the error pages.
+Anything else goes the whole way through wsgidav with the request as it came: it authenticates
+and counts failed logins.  An answer that fails here (Orthanc away, a folder gone) goes there too,
+with its failure, which our PROPFIND raises again for the error pages instead of asking Orthanc
+a second time.
 
 An answer written from the views alone is kept and sent again while the tree's stamp stays the
 same (nothing in its caches stored, expired or invalidated since: the follower's invalidations
