@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -111,3 +112,15 @@ def upload_files_held(pid: int, cache: Path) -> list[str]:
             if target.startswith(str(cache / "uploads")) and not target.endswith("/lock"):
                 held.append(target)
     return held
+
+
+class QuietHTTPServer(ThreadingHTTPServer):
+    """A scripted HTTP server for client tests: clients that reset the connection are what these
+    tests make happen, so that is not printed as a traceback; anything else still is."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]

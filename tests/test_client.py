@@ -9,7 +9,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from orthancfs.errors import AccessDenied, NotFound, OrthancFailed, OrthancUnava
 from orthancfs.orthanc import Capabilities, ClientSettings, LoopUploader, OrthancClient
 from orthancfs.orthanc import client as orthanc_module
 
-from .helpers import loop_upload
+from .helpers import QuietHTTPServer, loop_upload
 
 
 class Script:
@@ -65,7 +65,7 @@ def scripted() -> Iterator[tuple[str, Script]]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = QuietHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}", script
     server.shutdown()
@@ -227,7 +227,7 @@ def test_the_loop_uploader_keeps_connections_and_survives_idle_ones_closed(close
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = QuietHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         uploader = LoopUploader(client(f"http://127.0.0.1:{server.server_address[1]}"))

@@ -11,7 +11,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ from orthancfs.fuse.readahead import raise_readahead
 from orthancfs.orthanc import FIRST_CHUNK_SIZE, SPLICE_FROM, ClientSettings, OrthancClient
 from orthancfs.orthanc.splice import takes_splice
 
-from .helpers import wait_for
+from .helpers import QuietHTTPServer, wait_for
 
 LARGE = os.urandom(3 * SPLICE_FROM + 12345)  # spliced, in pieces of growing size
 SMALL = os.urandom(SPLICE_FROM // 2)  # copied
@@ -62,7 +62,7 @@ def server() -> Iterator[tuple[str, threading.Event]]:
         def log_message(self, *args: object) -> None:
             pass
 
-    http_server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    http_server = QuietHTTPServer(("127.0.0.1", 0), Handler)
     http_server.daemon_threads = True
     threading.Thread(target=http_server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{http_server.server_address[1]}", released
