@@ -14,7 +14,7 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any
 
-from cachetools import TTLCache
+from cachetools import Cache, TTLCache
 
 
 class NotCached(Exception):
@@ -29,7 +29,6 @@ class MetadataCache:
 
     def __init__(self, ttl: float, maxsize: int = 4096, clock: Callable[[], float] = time.monotonic):
         self.ttl = ttl
-        self._clock = clock
         self._store: TTLCache | None = TTLCache(maxsize, ttl, timer=clock) if ttl > 0 else None
         self._inflight: dict[Hashable, Future] = {}
         self._lock = threading.Lock()
@@ -41,7 +40,6 @@ class MetadataCache:
         # PACS receives; discarding every answer under way made a walk then ask again and again).
         self._partial: deque[tuple[int, Callable[[Any], bool]]] = deque(maxlen=PARTIAL_KEPT)
         self._changes = 0  # raised by every store, invalidation and expiry (see stamp)
-        self._stored_at: deque[float] = deque()  # when the stores still kept happened, oldest first
 
     def stamp(self) -> int | None:
         """A number that stays the same exactly while every answer kept stays as it is; None when
@@ -49,24 +47,18 @@ class MetadataCache:
         the tree answers a listing again without recomputing its sources (a dozen lookups here)."""
         if self._store is None:
             return None
-        now = self._clock()
         with self._lock:
-            if self._stored_at and self._stored_at[0] + self.ttl <= now:  # something may have expired
-                while self._stored_at and self._stored_at[0] + self.ttl <= now:
-                    self._stored_at.popleft()
-                self._changes += 1
-            # The store's own expiry too: it counts from a moment later than the one noted above
-            # (taken before the lock), and an answer computed in between must not outlive it.
-            kept = len(self._store)
-            self._store.expire(now)
-            if len(self._store) < kept:
+            # Counted as stored (len() would expire first): the store expires answers from the
+            # moment it took them, so nothing computed from one outlives it.
+            kept = Cache.__len__(self._store)
+            self._store.expire()
+            if Cache.__len__(self._store) < kept:
                 self._changes += 1
             return self._changes
 
-    def _stored(self, at: float) -> None:
-        """With the lock held: something was stored at `at` (taken before the store: never late)."""
+    def _stored(self) -> None:
+        """With the lock held: something was stored."""
         self._changes += 1
-        self._stored_at.append(at)
 
     @contextmanager
     def peeking(self) -> Iterator[None]:
@@ -104,7 +96,6 @@ class MetadataCache:
                 del self._inflight[key]
             future.set_exception(exc)
             raise
-        at = self._clock()
         with self._lock:
             del self._inflight[key]
             # An answer that was on its way while the mount changed Orthanc may predate the
@@ -112,7 +103,7 @@ class MetadataCache:
             fresh = self._fresh_since(generation)
             if self._store is not None and fresh is not None and fresh(key):
                 self._store[key] = value
-                self._stored(at)
+                self._stored()
         future.set_result(value)
         return value
 
@@ -123,12 +114,11 @@ class MetadataCache:
             raise NotCached("fill")
         generation = self._generation
         values = compute()
-        at = self._clock()
         with self._lock:
             fresh = self._fresh_since(generation)
             if self._store is not None and fresh is not None:
                 self._store.update((key, value) for key, value in values.items() if fresh(key))
-                self._stored(at)
+                self._stored()
 
     def peek(self, key: Hashable) -> Any:
         """The cached value, or None; never asks Orthanc."""

@@ -38,7 +38,7 @@ from ..tree.views import ALL_VIEWS
 from .auth import basic_credentials
 from .bodies import DEFAULT_LIMIT
 from .logins import Logins
-from .propfind import FAST_PATH_FAILED, Answer, _content_length, send_multistatus, views_answer
+from .propfind import FAST_PATH_FAILED, Answer, body_length, for_views, send_multistatus, views_answer
 from .users import REALM
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 # Answers kept for browsing again: a walk of the bench's by-patients/ (1,604 folders) writes 9.7 MB.
 ANSWERS_KEPT_BYTES = 32 << 20
 ENTRY_OVERHEAD = 512  # bytes: the entry's tuples, list and dictionary slot
-FAILED = FAST_PATH_FAILED  # environ: what answering here raised (propfind.py raises it again)
 AUTHENTICATED = ("wsgidav.auth.realm", "wsgidav.auth.user_name")  # what wsgidav's authenticator sets
 
 
@@ -63,7 +62,7 @@ class ViewsFastPath:
         user = self._user(environ) if _browsing(environ) else None
         if user is None:
             return self.dav(environ, start_response)
-        body = environ["wsgi.input"].read(_content_length(environ))
+        body = environ["wsgi.input"].read(body_length(environ))
         environ["wsgi.input"] = io.BytesIO(body)  # for whoever answers
         key = (environ.get("SCRIPT_NAME", ""), environ["PATH_INFO"], environ["HTTP_DEPTH"],
                hashlib.sha256(body).digest() if body else b"")
@@ -76,7 +75,7 @@ class ViewsFastPath:
                 environ["PATH_INFO"] = arrived  # wsgidav re-encodes it: twice would garble non-ASCII names
                 return self.dav(environ, start_response)
             if isinstance(answer, BaseException):  # wsgidav's error page says it, without asking again
-                environ["PATH_INFO"], environ[FAILED] = arrived, answer
+                environ["PATH_INFO"], environ[FAST_PATH_FAILED] = arrived, answer
                 return self.dav(environ, start_response)
             chunks = answer.chunks
             if answer.lasting:
@@ -148,15 +147,10 @@ class KeptAnswers:
 
 
 def _browsing(environ: dict) -> bool:
-    """A PROPFIND of the views this path may answer, judged from its headers alone."""
-    if environ.get("REQUEST_METHOD") != "PROPFIND" or environ.get("HTTP_DEPTH") not in ("0", "1"):
-        return False
-    if "HTTP_IF" in environ or "HTTP_TRANSFER_ENCODING" in environ:
+    """A PROPFIND our views answer (propfind.py) that every step of wsgidav's stack before it would
+    let through unchanged, judged from its headers alone."""
+    if not for_views(environ) or "HTTP_TRANSFER_ENCODING" in environ:
         return False
     if "logout" in environ.get("QUERY_STRING", ""):  # wsgidav's authenticator answers 401 to that
         return False
-    parts = environ.get("PATH_INFO", "").split("/", 2)
-    if len(parts) < 2 or parts[1] not in ALL_VIEWS:
-        return False
-    length = _content_length(environ)
-    return length is not None and length <= DEFAULT_LIMIT
+    return (body_length(environ) or 0) <= DEFAULT_LIMIT  # bodies.py's limit for PROPFIND

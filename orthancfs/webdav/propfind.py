@@ -44,9 +44,11 @@ class ViewsPropfind(BaseMiddleware):
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         failed = environ.pop(FAST_PATH_FAILED, None)
-        if failed is not None and _for_views(environ):
+        if not for_views(environ):
+            return self.next_app(environ, start_response)
+        if failed is not None:
             raise failed  # the fast path tried already (Orthanc away...): asking again would double the wait
-        answer = views_answer(self.wsgidav_app.provider_map["/"], environ) if _for_views(environ) else None
+        answer = views_answer(self.wsgidav_app.provider_map["/"], environ)
         if answer is None:
             return self.next_app(environ, start_response)
         return send_multistatus(start_response, answer.chunks)
@@ -60,7 +62,7 @@ class Answer(NamedTuple):
 def views_answer(provider: Any, environ: dict) -> Answer | None:
     """The answer to a PROPFIND of the views provider's `PATH_INFO` (Depth 0 or 1, its body of
     known length); None where wsgidav says what it says (bad XML, not found)."""
-    body = environ["wsgi.input"].read(_content_length(environ))
+    body = environ["wsgi.input"].read(body_length(environ))
     environ["wsgi.input"] = io.BytesIO(body)  # so wsgidav can read it, if it answers instead
     wanted = requested_properties(body)
     resource = provider.get_resource_inst(environ["PATH_INFO"], environ)
@@ -83,17 +85,17 @@ def send_multistatus(start_response: Callable, chunks: list[bytes]) -> list[byte
     return chunks
 
 
-def _for_views(environ: dict) -> bool:
+def for_views(environ: dict) -> bool:
     """Whether this PROPFIND is one ours answers (anything else, `If` headers included, is wsgidav's)."""
     if environ.get("REQUEST_METHOD") != "PROPFIND" or environ.get("HTTP_DEPTH") not in ("0", "1"):
         return False  # no Depth means infinity: refused before us
-    length = _content_length(environ)
+    length = body_length(environ)
     if "HTTP_IF" in environ or length is None or length > MAX_BODY:
         return False  # wsgidav judges a bad length
     return environ.get("PATH_INFO", "").strip("/").split("/")[0] in VIEWS
 
 
-def _content_length(environ: dict) -> int | None:
+def body_length(environ: dict) -> int | None:
     """The body's length (none given: empty, as wsgidav reads it), or None if it is not a number."""
     text = environ.get("CONTENT_LENGTH", "").strip() or "0"
     return int(text) if text.isdigit() else None
