@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from orthancfs.tree import WritePolicy
 
 from ..fake_orthanc import FakeOrthanc
@@ -87,19 +89,15 @@ def test_read_only_refuses_every_change_to_the_views(open_frontend: OpenFrontend
     assert studies(fake) == before
 
 
-def test_read_only_refuses_uploads(open_frontend: OpenFrontend) -> None:
-    frontend = open_frontend(WritePolicy(read_only=True))
-    [new] = new_study("UP-RO")
-    assert says(frontend, frontend.write_file("uploads/new.dcm", new.data), Error.READ_ONLY)
-    with fails(frontend, Error.READ_ONLY):
-        frontend.mkdir("uploads/cd")
-    assert frontend.listdir("uploads") == []
-
-
-def test_without_uploads_uploads_is_refused(open_frontend: OpenFrontend) -> None:
-    frontend = open_frontend(WritePolicy(uploads=False))
-    [new] = new_study("UP-OFF")
-    assert says(frontend, frontend.write_file("uploads/new.dcm", new.data), Error.FORBIDDEN)
-    with fails(frontend, Error.FORBIDDEN):
+@pytest.mark.parametrize(("policy", "uid", "error"), [
+    (WritePolicy(read_only=True), "UP-RO", Error.READ_ONLY),  # read-only refuses uploads
+    (WritePolicy(uploads=False), "UP-OFF", Error.FORBIDDEN),  # without uploads, uploads/ is refused
+], ids=["read_only", "without_uploads"])
+def test_uploads_are_refused_by_the_policy(open_frontend: OpenFrontend, policy: WritePolicy, uid: str,
+                                           error: Error) -> None:
+    frontend = open_frontend(policy)
+    [new] = new_study(uid)
+    assert says(frontend, frontend.write_file("uploads/new.dcm", new.data), error)
+    with fails(frontend, error):
         frontend.mkdir("uploads/cd")
     assert frontend.listdir("uploads") == []
