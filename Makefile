@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := orthanc fuse3 libfuse3-dev pkg-config dcmtk curl openssl util-linux procps systemd man-db litmus rclone \
-                attr libglib2.0-bin cadaver python3-venv python3-dev gcc libc6-dev debootstrap iproute2
+                attr libglib2.0-bin cadaver python3-venv python3-dev gcc libc6-dev debootstrap iproute2 patch
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
@@ -32,9 +32,11 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
-$(BIN)/orthancfs: setup.cfg pyproject.toml | system-deps
+# pyfuse3 first, with our patch (.ci/install-pyfuse3): the listing cache of orthancfs/fuse/listings.py.
+$(BIN)/orthancfs: setup.cfg pyproject.toml .ci/install-pyfuse3 .ci/pyfuse3-cache-readdir.patch | system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	sh .ci/install-pyfuse3 $(BIN)/pip
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
@@ -81,6 +83,7 @@ soak: venv
 # mount.fuse3's view of it, man pages, the systemd template.
 install: system-deps
 	$(PYTHON) -m venv $(DESTDIR)$(PREFIX)/lib/orthancfs
+	sh .ci/install-pyfuse3 $(DESTDIR)$(PREFIX)/lib/orthancfs/bin/pip
 	$(DESTDIR)$(PREFIX)/lib/orthancfs/bin/pip install -q .
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5 \
 	  $(DESTDIR)/etc/systemd/system $(DESTDIR)/etc/orthancfs

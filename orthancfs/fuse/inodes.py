@@ -46,6 +46,10 @@ class InodeTable:
         """The inode the kernel knows `key` (a folder: folders have no versions) by, if it knows it."""
         return self._inodes.get((key, ""))
 
+    def current(self, node: Node) -> int | None:
+        """The inode the kernel knows this version of `node` by, if it knows it."""
+        return self._inodes.get(identity(node))
+
     def count(self, inode: int) -> int:
         return self._counts.get(inode, 0)
 

@@ -32,6 +32,7 @@ from ..tree.uploads import STATUS_XATTR, UPLOADS, upload_root
 from .errors import WarningLimiter, report
 from .holders import holds
 from .inodes import InodeTable
+from .listings import Handed, KernelListings
 from .notify import KernelNotifier
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,8 @@ class OrthancOperations(pyfuse3.Operations):
         # starves reads of the rest of the tree.
         self.upload_limiter = trio.CapacityLimiter(settings.upload_workers)
         self._handles = itertools.count(1)
-        self._dirs: dict[int, tuple[int, list[tuple[str, Node]]]] = {}  # handle -> (inode, entries)
+        self._dirs: dict[int, tuple[int, Handed]] = {}  # handle -> (folder inode, its entries as handed out)
+        self.listings = KernelListings(self.inodes.current)
         self._files: dict[int, Handle] = {}
         self._writers: dict[int, int] = {}  # handle of an upload open for writing -> pid of the opener
         self._warnings = WarningLimiter()
@@ -199,6 +201,8 @@ class OrthancOperations(pyfuse3.Operations):
     async def forget(self, inode_list: list[tuple[int, int]]) -> None:
         for inode, count in inode_list:
             self.inodes.forget(inode, count)
+            if self.inodes.node(inode) is None:
+                self.listings.forget(inode)
 
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         node = self._node(inode)
@@ -222,17 +226,20 @@ class OrthancOperations(pyfuse3.Operations):
 
     # --- directories ----------------------------------------------------------
 
-    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int | pyfuse3.FileInfo:
         node = self._node(inode)
         children = await self._cached_or_model("opendir", self.tree.children, node)
         # A snapshot per open directory keeps readdir offsets stable whatever
         # Orthanc does meanwhile.
+        # The kernel keeps the listing it has only if it is this one (listings.py).
         handle = next(self._handles)
-        self._dirs[handle] = (inode, list(children.items()))
-        return handle
+        handed, answer = self.listings.open(inode, list(children.items()), handle)
+        self._dirs[handle] = (inode, handed)
+        return answer
 
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        parent, entries = self._dirs[fh]
+        parent, handed = self._dirs[fh]
+        entries = handed.entries
         for position in range(start_id, len(entries)):
             name, node = entries[position]
             encoded = os.fsencode(name)
@@ -240,6 +247,7 @@ class OrthancOperations(pyfuse3.Operations):
             if not pyfuse3.readdir_reply(token, encoded, self._attributes(node, inode), position + 1):
                 self.inodes.forget(inode, 1)  # the kernel did not take this entry
                 return
+            handed.inodes[position] = inode
 
     async def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)

@@ -149,6 +149,12 @@ class Syscall:
         self.taken(attr.st_ino)
         return attr
 
+    def release(self) -> None:
+        """The kernel lets go of every reference this call took."""
+        if self.counts:
+            self.frontend.loop.run(self.frontend.ops.forget, list(self.counts.items()))
+            self.counts.clear()
+
     def taken(self, inode: int) -> None:
         """The kernel holds one more reference to `inode` (a lookup, a readdirplus entry, create, mkdir)."""
         self.counts[inode] += 1
@@ -178,6 +184,47 @@ class Syscall:
             return None
 
 
+class ReaddirCache:
+    """The kernel's copy of folder listings (FOPEN_CACHE_DIR), as fs/fuse/readdir.c keeps it: an open
+    without keep_cache drops the folder's copy; one with cache_readdir that reads to the end fills it;
+    an open with keep_cache is served from a complete copy without a readdir.  The references the
+    filling readdirplus handed over are held with the copy (the kernel keeps those dentries, so
+    their inodes live on), and so is the folder's own (its pages live with its inode); all are let
+    go with the copy."""
+
+    def __init__(self, frontend: FuseFrontend):
+        self.frontend = frontend
+        self._copies: dict[int, tuple[list[str], Syscall]] = {}
+        self.served = 0  # listings the kernel answered itself
+
+    def read(self, call: Syscall, folder: int, opened: Any, entries: Callable[[Syscall], list[str]]) -> list[str]:
+        caching = getattr(opened, "cache_readdir", False)
+        if not (caching and opened.keep_cache) and self._copies.get(folder, (["a page"],))[0]:
+            self.drop(folder)  # its pages go; a copy of an empty listing has none, and stays
+        if caching and folder in self._copies:
+            self.served += 1
+            return list(self._copies[folder][0])
+        holder = Syscall(self.frontend)
+        names = entries(holder)
+        if caching:
+            if call.counts[folder] > 0:  # the lookup that found the folder now belongs to its copy
+                call.counts[folder] -= 1
+                holder.counts[folder] += 1
+            self._copies[folder] = (names, holder)
+        else:
+            holder.release()
+        return names
+
+    def drop(self, folder: int) -> None:
+        copy = self._copies.pop(folder, None)
+        if copy is not None:
+            copy[1].release()
+
+    def clear(self) -> None:
+        for folder in list(self._copies):
+            self.drop(folder)
+
+
 class FuseFrontend:
     """OrthancOperations over a tree, with mountpoint="" (no last-close check: see fuse/holders.py)."""
 
@@ -192,6 +239,7 @@ class FuseFrontend:
         self.ops.notifier.close()
         self.ops.notifier = Notices()  # type: ignore[assignment]
         self.loop = Loop()
+        self.listings = ReaddirCache(self)
 
     def shown(self, name: str) -> str:
         return name
@@ -208,17 +256,17 @@ class FuseFrontend:
         try:
             yield call
         finally:
-            if call.counts:
-                self.loop.run(self.ops.forget, list(call.counts.items()))
+            call.release()
 
     def listdir(self, path: str) -> list[str]:
         with self.syscall() as call:
             attr = call.walk(path)
             if not is_dir(attr):
                 raise kernel_refuses(Error.NOT_A_DIRECTORY, f"opendir of a file: {path}")
-            fh = self.call(self.ops.opendir, attr.st_ino, CONTEXT)
+            opened = self.call(self.ops.opendir, attr.st_ino, CONTEXT)
+            fh = opened.fh if isinstance(opened, pyfuse3.FileInfo) else opened
             try:
-                return self._entries(call, fh)
+                return self.listings.read(call, attr.st_ino, opened, lambda holder: self._entries(holder, fh))
             finally:
                 self.call(self.ops.releasedir, fh)
 
@@ -342,6 +390,7 @@ class FuseFrontend:
     def close(self) -> None:
         """Stop the loop, then close the frontend, as the mount does; every inode the kernel looked up
         has been forgotten, so the table must hold the root alone."""
+        self.listings.clear()
         self.loop.close()
         self.ops.close()
         assert len(self.ops.inodes) == 1, f"inodes left after every lookup was forgotten: {len(self.ops.inodes) - 1}"
