@@ -43,7 +43,7 @@ class Handed:
     (None until readdir hands it over; the kernel asks for those it lacks)."""
 
     entries: Entries
-    inodes: list[int | None] = field(default_factory=list)
+    inodes: list[int | None] = field(init=False)
 
     def __post_init__(self) -> None:
         self.inodes = [None] * len(self.entries)
@@ -82,6 +82,3 @@ class KernelListings:
     def forget(self, folder: int) -> None:
         """The kernel forgot the folder's inode, and with it its listing."""
         self._handed.pop(folder, None)
-
-    def __len__(self) -> int:
-        return len(self._handed)
