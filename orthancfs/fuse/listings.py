@@ -29,12 +29,12 @@ from ..tree import Node
 Entries = list[tuple[str, Node]]
 
 
+_PATCHED = hasattr(pyfuse3.FileInfo, "cache_readdir")
+
+
 def kernel_keeps_listings() -> bool:
     """Whether this pyfuse3 lets opendir ask the kernel to keep a listing."""
     return _PATCHED
-
-
-_PATCHED = hasattr(pyfuse3.FileInfo, "cache_readdir")
 
 
 @dataclass

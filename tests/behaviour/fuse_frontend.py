@@ -199,7 +199,8 @@ class ReaddirCache:
 
     def read(self, call: Syscall, folder: int, opened: Any, entries: Callable[[Syscall], list[str]]) -> list[str]:
         caching = getattr(opened, "cache_readdir", False)
-        if not (caching and opened.keep_cache) and self._copies.get(folder, (["a page"],))[0]:
+        copy = self._copies.get(folder)
+        if not (caching and opened.keep_cache) and copy is not None and copy[0]:
             self.drop(folder)  # its pages go; a copy of an empty listing has none, and stays
         if caching and folder in self._copies:
             self.served += 1
