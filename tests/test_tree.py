@@ -13,7 +13,8 @@ import pytest
 
 from orthancfs.errors import IsADirectory, NotADirectory, NotFound
 from orthancfs.orthanc import Level
-from orthancfs.tree import Kind, Node, Tree
+from orthancfs.tree import Kind, Node, Tree, views
+from orthancfs.tree.early import EarlyEntries
 from orthancfs.tree.naming import MAX_NAME_BYTES
 
 from . import dataset
@@ -245,6 +246,35 @@ def test_listings_are_complete_across_pages(orthanc: LoadedOrthanc, tmp_path: Pa
     full = Tree(orthanc.client, tmp_path / "full", metadata_ttl=0)
     for view in ("by-patients", "by-studies"):
         assert small_pages.children(small_pages.resolve(view)).keys() == full.children(full.resolve(view)).keys()
+
+
+@pytest.mark.parametrize("bulk_limit", [50_000, 0])  # whole items; items cut to what listings read
+@pytest.mark.parametrize("view", ["by-patients", "by-studies", "by-uids"])
+def test_whole_level_folders_are_made_from_the_pages_as_they_arrive(
+        orthanc: LoadedOrthanc, tmp_path: Path, view: str, bulk_limit: int) -> None:
+    """The first listing of a whole-level folder takes the entries made in the page threads while
+    the level loaded (early.py): none is left to make after the last page, and the listing is the
+    one a tree without them makes."""
+    tree = Tree(orthanc.client, tmp_path / "early", metadata_ttl=60, page_size=2, bulk_limit=bulk_limit)
+    plain = Tree(orthanc.client, tmp_path / "plain", metadata_ttl=60, page_size=2, bulk_limit=bulk_limit)
+    plain._early = EarlyEntries({}, views.view_entry)  # knows no view: every entry made after the load
+    made_after_load: list[str] = []
+    taking = tree._early.entries
+
+    def entries(view: str, items: list[dict]) -> list:
+        def make(view: str, item: dict) -> views.Entry:
+            made_after_load.append(item["ID"])
+            return views.view_entry(view, item)
+        tree._early._make = make
+        return taking(view, items)
+    tree._early.entries = entries  # type: ignore[method-assign]
+    try:
+        listed = tree.children(tree.resolve(view))
+        assert listed == plain.children(plain.resolve(view))
+        assert len(listed) > 2 and made_after_load == []
+    finally:
+        tree.close()
+        plain.close()
 
 
 def test_names_are_stable_while_the_tree_lives(tree: Tree) -> None:

@@ -6,9 +6,12 @@ import gc
 import logging
 import socket
 from pathlib import Path
+from urllib.parse import quote
 
 import bcrypt
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from wsgidav.dav_error import DAVError
 
 from orthancfs.errors import UsageError
@@ -17,7 +20,9 @@ from orthancfs.webdav.access_log import SAFE, escaped
 from orthancfs.webdav.auth import basic_credentials
 from orthancfs.webdav.logins import Logins, Throttled
 from orthancfs.webdav.paths import destination_problem, path_problem
+from orthancfs.webdav.quoting import quoted
 from orthancfs.webdav.users import load_users
+from orthancfs.webdav.views import HREF_SAFE
 
 HASH = bcrypt.hashpw(b"secret", bcrypt.gensalt(4)).decode()
 
@@ -496,3 +501,10 @@ def test_a_failed_answer_is_not_asked_for_again_by_wsgidav(tmp_path: Path) -> No
                               lambda status, headers, exc_info=None: started.update(status=status)))
         assert started["status"][:1] == "5" and b"Traceback" not in answer
         assert fake.faults.failed == 1
+
+
+@given(st.text(st.characters(max_codepoint=0x7F)) | st.text())
+@pytest.mark.parametrize("safe", ["", HREF_SAFE])
+def test_hrefs_quote_names_exactly_as_urllib_does(safe: str, name: str) -> None:
+    """Member hrefs quote names with quoting.py's fast path for ASCII: byte for byte quote()'s answer."""
+    assert quoted(name, safe) == quote(name, safe=safe)

@@ -35,6 +35,7 @@ from ..errors import (
 )
 from ..orthanc import Level, OrthancClient
 from . import views
+from .early import EarlyEntries
 from .events import ChangedElsewhere, Events
 from .follower import POLL_SECONDS, ChangeFollower, Invalidation
 from .index import BULK_LIMIT, PAGE_SIZE, OrthancIndex
@@ -101,6 +102,8 @@ class Tree:
         self.client = client
         self.policy = policy or WritePolicy()
         self.index = OrthancIndex(client, MetadataCache(metadata_ttl), page_size, bulk_limit)
+        self._early = EarlyEntries(views.ITEM_VIEWS, views.view_entry)
+        self.index.page_watchers.append(self._early.arrived)
         self.content = ContentStore(client, spool_dir, content_cache_bytes, ranges=client.capabilities.attachment_range)
         self.events = Events()
         # Uploads and download spools share the cache disk: uploads leave room for reads, and
@@ -201,18 +204,25 @@ class Tree:
                 return listing.children  # nothing it was computed from has changed
         if walking:
             self.index.prepare_walk()
-        try:
-            found = views.sources(self.index, node)
-        except NotFound:
-            if node.role in ROLE_LEVEL:  # a folder listed a moment ago
-                self.vanished(f"{ROLE_LEVEL[node.role].route} {node.ident}")
-            raise
-        if walking and node.role in ROLE_LEVEL and not self.index.in_bulk_mode():
-            self.index.list_grandchildren(ROLE_LEVEL[node.role], node.ident, found[0])
+        with self._early.listing(_item_view(node)):
+            try:
+                found = views.sources(self.index, node)
+            except NotFound:
+                if node.role in ROLE_LEVEL:  # a folder listed a moment ago
+                    self.vanished(f"{ROLE_LEVEL[node.role].route} {node.ident}")
+                raise
+            if walking and node.role in ROLE_LEVEL and not self.index.in_bulk_mode():
+                self.index.list_grandchildren(ROLE_LEVEL[node.role], node.ident, found[0])
+            return self._listed(node, found, stamp, walking)
+
+    def _listed(self, node: Node, found: views.Sources, stamp: int | None, walking: bool) -> dict[str, Node]:
+        """The listing of `node` from `found`, its names kept from the last one where it has not changed."""
         with self._lock:
             listing = self._listings.get(node.key)
             if listing is None or not _same_sources(listing.found, found):
-                listing = self._listings[node.key] = _Listing(found, self._name(node, views.entries(node, found)))
+                item_view = _item_view(node)
+                made = views.entries(node, found) if item_view is None else self._early.entries(item_view, found[0])
+                listing = self._listings[node.key] = _Listing(found, self._name(node, made))
             else:
                 # Equal answers, perhaps in new objects (fetched again after the TTL): keep the names,
                 # but hold these objects, or every later call compares each item deeply again (a
@@ -226,7 +236,10 @@ class Tree:
         if assigner is None:
             assigner = self._assigners[node.key] = NameAssigner()
         names = assigner.assign([wanted for wanted, _ in entries])
-        named = {names[wanted.resource]: child.named(names[wanted.resource]) for wanted, child in entries}
+        named = {}
+        for wanted, child in entries:  # entries come named as they would be alone (views.py): most stay so
+            name = names[wanted.resource]
+            named[name] = child if child.name == name else child.named(name)
         return dict(sorted(named.items()))
 
     def lookup(self, parent: Node, name: str) -> Node:
@@ -530,6 +543,11 @@ class Tree:
 
 def _child(parent: Node, name: str) -> str:
     return f"{parent.ident}/{name}" if parent.ident else name
+
+
+def _item_view(node: Node) -> str | None:
+    """The view whose folder `node` is, if it lists one entry per resource of a level (early.py)."""
+    return node.view if node.role is Role.VIEW and node.view in views.ITEM_VIEWS else None
 
 
 def _same_sources(old: views.Sources, new: views.Sources) -> bool:

@@ -93,5 +93,5 @@ class Node:
         return Node(self.key, self.kind, name, self.size, self.mtime_ns, self.mode, self.version, self.extra)
 
 
-def directory(view: str, role: Role, ident: str, mtime_ns: int, extra: Any = None) -> Node:
-    return Node((view, role, ident), Kind.DIRECTORY, mtime_ns=mtime_ns, extra=extra)
+def directory(view: str, role: Role, ident: str, mtime_ns: int, extra: Any = None, name: str = "") -> Node:
+    return Node((view, role, ident), Kind.DIRECTORY, name, mtime_ns=mtime_ns, extra=extra)

@@ -14,13 +14,16 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..orthanc import Level
 from .index import OrthancIndex
-from .naming import Wanted, join_fields
+from .naming import Wanted, join_fields, numbered
 from .nodes import ROLE_LEVEL, Kind, Node, Role, directory
 
 BY_PATIENTS, BY_STUDIES, BY_DATES, BY_UIDS, UPLOADS = "by-patients", "by-studies", "by-dates", "by-uids", "uploads"
 BY_LABELS = "by-labels"  # only where Orthanc has labels (1.12): absent, not empty, elsewhere
 VIEWS = (BY_DATES, BY_PATIENTS, BY_STUDIES, BY_UIDS)
+# The views whose folder holds one entry per resource of a whole level (view_entry makes it).
+ITEM_VIEWS = {BY_PATIENTS: Level.PATIENTS, BY_STUDIES: Level.STUDIES, BY_UIDS: Level.STUDIES}
 ALL_VIEWS = (BY_DATES, BY_LABELS, BY_PATIENTS, BY_STUDIES, BY_UIDS)
 UNDATED_NAME = "unknown-date"
 
@@ -74,22 +77,28 @@ def _root(node: Node, labels: bool, changed_ns: int) -> list[Entry]:
 def _view(node: Node, resources: list) -> list[Entry]:
     if node.view == BY_LABELS:  # label names are [A-Za-z0-9_-]{1,64}: safe as they are
         return [(Wanted(label, label), directory(BY_LABELS, Role.LABEL, label, node.mtime_ns)) for label in resources]
-    if node.view == BY_PATIENTS:
-        return [_dir(node.view, Role.PATIENT, p, [_tag(p, "PatientID"), _tag(p, "PatientName")]) for p in resources]
     if node.view == BY_DATES:
         return _years(resources)
-    if node.view == BY_UIDS:
-        return [_dir(BY_UIDS, Role.STUDY, s, [_tag(s, "StudyInstanceUID")]) for s in resources]
-    return _studies(node.view, resources)
+    return [view_entry(node.view, resource) for resource in resources]
+
+
+def view_entry(view: str, resource: dict) -> Entry:
+    """The entry of a resource of level ITEM_VIEWS[view] in the folder of `view` (one per resource)."""
+    if view == BY_PATIENTS:
+        return _dir(view, Role.PATIENT, resource, [_tag(resource, "PatientID"), _tag(resource, "PatientName")])
+    if view == BY_UIDS:
+        return _dir(BY_UIDS, Role.STUDY, resource, [_tag(resource, "StudyInstanceUID")])
+    return _study_folder(view, resource)
 
 
 def _studies(view: str, studies: Iterable[dict]) -> list[Entry]:
-    """Study folders named `{PatientID} - {PatientName} - {StudyDescription}`."""
-    return [
-        _dir(view, Role.STUDY, s, [_patient_tag(s, "PatientID"), _patient_tag(s, "PatientName"),
-                                   _tag(s, "StudyDescription")])
-        for s in studies
-    ]
+    return [_study_folder(view, s) for s in studies]
+
+
+def _study_folder(view: str, study: dict) -> Entry:
+    """A study folder named `{PatientID} - {PatientName} - {StudyDescription}`."""
+    return _dir(view, Role.STUDY, study, [_patient_tag(study, "PatientID"), _patient_tag(study, "PatientName"),
+                                          _tag(study, "StudyDescription")])
 
 
 def _label(node: Node, studies: list[dict]) -> list[Entry]:
@@ -125,7 +134,7 @@ def _instance(series: Node, instance: dict) -> Entry:
     wanted = Wanted(orthanc_id, stem, ".dcm")
     # Instances carry no date of their own in listings; the series' last update
     # is the closest bound that costs no extra request.
-    node = Node((series.view, Role.INSTANCE, orthanc_id), Kind.INSTANCE,
+    node = Node((series.view, Role.INSTANCE, orthanc_id), Kind.INSTANCE, numbered(stem, 0, ".dcm"),
                 size=int(instance.get("FileSize", 0)), mtime_ns=series.mtime_ns, version=instance.get("FileUuid", ""))
     return wanted, node
 
@@ -180,8 +189,10 @@ _LISTERS: dict[Role, Callable[..., list[Entry]]] = {
 
 def _dir(view: str, role: Role, resource: dict, fields: list[str]) -> Entry:
     orthanc_id = resource["ID"]
-    node = directory(view, role, orthanc_id, last_update_ns(resource))
-    return Wanted(orthanc_id, join_fields(fields, orthanc_id)), node
+    stem = join_fields(fields, orthanc_id)
+    # Named as it would be if no other entry wants the name (most are): naming then keeps the node.
+    node = directory(view, role, orthanc_id, last_update_ns(resource), name=numbered(stem, 0))
+    return Wanted(orthanc_id, stem), node
 
 
 def _tag(resource: dict, name: str) -> str:

@@ -10,7 +10,6 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote
 
 from cachetools import LRUCache, TTLCache
 from wsgidav.dav_error import HTTP_FORBIDDEN, HTTP_NOT_FOUND, DAVError
@@ -20,6 +19,7 @@ from ..errors import NotFound, OrthancFSError
 from ..tree import Kind, Node, Role, Tree
 from .errors import dav_error
 from .names import windows_safe
+from .quoting import quoted
 from .streams import ContentFile
 
 MAPPINGS_KEPT = 4096
@@ -157,8 +157,8 @@ class _TreeResource:
         """This member's URLs from its folder's, quoting only its own name: quoting the whole
         path of every member took a sixth of a warm walk (parents' spaces defeat quote()'s fast path)."""
         tail = "/" if self.is_collection else ""  # type: ignore[attr-defined]
-        self._ref_url = parent.get_ref_url() + quote(name, safe="") + tail
-        self._href = parent.get_href() + quote(name, safe=HREF_SAFE) + tail
+        self._ref_url = parent.get_ref_url() + quoted(name, "") + tail
+        self._href = parent.get_href() + quoted(name, HREF_SAFE) + tail
 
     def prevent_locking(self) -> bool:
         # A lock on something read-only guards nothing (the root included: a lock there would
@@ -246,7 +246,7 @@ class TreeFolder(_TreeResource, DAVCollection):
         writes for an allprop, at a third of the cost (most of a walk's members are written so)."""
         base = self.get_href()
         for name, (_, child) in self.provider.listing(self.node).items():
-            yield base + quote(name, safe=HREF_SAFE) + ("/" if child.is_dir else ""), name, child
+            yield base + quoted(name, HREF_SAFE) + ("/" if child.is_dir else ""), name, child
 
     def get_member(self, name: str) -> Any:
         found = self.provider.listing(self.node).get(name)
