@@ -134,7 +134,7 @@ def _instance(series: Node, instance: dict) -> Entry:
     wanted = Wanted(orthanc_id, stem, ".dcm")
     # Instances carry no date of their own in listings; the series' last update
     # is the closest bound that costs no extra request.
-    node = Node((series.view, Role.INSTANCE, orthanc_id), Kind.INSTANCE, numbered(stem, 0, ".dcm"),
+    node = Node((series.view, Role.INSTANCE, orthanc_id), Kind.INSTANCE,
                 size=int(instance.get("FileSize", 0)), mtime_ns=series.mtime_ns, version=instance.get("FileUuid", ""))
     return wanted, node
 
