@@ -268,11 +268,7 @@ class OrthancIndex:
         if not self.in_bulk_mode():  # only the top-level lists, for listing: keep what listings read
             return LoadedLevel(self._listed(level), level.parent_key)
         arriving = self._arriving[level] = {}
-        load = object()
-
-        def arrived(page: list[dict[str, Any]]) -> None:
-            arriving.update((item["ID"], item) for item in page)
-            self._tell_watchers(level, load, page)
+        arrived = self._watched(level, lambda page: arriving.update((item["ID"], item) for item in page))
         try:
             items = self._all(level, self._expected(level), on_page=arrived)
         finally:
@@ -304,12 +300,7 @@ class OrthancIndex:
         find, asked for just what listings show (measured on 1.12.7, 3,000 studies: 146 ms instead of
         175, 3,000 patients: 95 instead of 101); where its LimitFindResults cuts those pages, the rest
         comes from the level's own list, which no limit cuts."""
-        load = object()
-
-        def arrived(page: list[dict[str, Any]]) -> None:
-            _keep_listed_parts(page)
-            self._tell_watchers(level, load, page)
-
+        arrived = self._watched(level, _keep_listed_parts)
         if not self.finds_completely():
             return self._all(level, self._expected(level), on_page=arrived)
         items: list[dict[str, Any]] = []
@@ -322,6 +313,17 @@ class OrthancIndex:
             if len(page) < self.page_size:  # the end, or the server's limit: the plain list tells which
                 rest = self._all(level, on_page=arrived, since=len(items))
                 return items + rest
+
+    def _watched(self, level: Level, first: Callable[[list[dict[str, Any]]], None]
+                 ) -> Callable[[list[dict[str, Any]]], None]:
+        """What one load of `level` does with each page: `first`, then the page watchers, told
+        which load the page belongs to."""
+        load = object()
+
+        def arrived(page: list[dict[str, Any]]) -> None:
+            first(page)
+            self._tell_watchers(level, load, page)
+        return arrived
 
     def _tell_watchers(self, level: Level, load: object, page: list[dict[str, Any]]) -> None:
         for watcher in self.page_watchers:

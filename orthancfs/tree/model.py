@@ -204,7 +204,8 @@ class Tree:
                 return listing.children  # nothing it was computed from has changed
         if walking:
             self.index.prepare_walk()
-        with self._early.listing(_item_view(node)):
+        item_view = _item_view(node)
+        with self._early.listing(item_view):
             try:
                 found = views.sources(self.index, node)
             except NotFound:
@@ -213,14 +214,15 @@ class Tree:
                 raise
             if walking and node.role in ROLE_LEVEL and not self.index.in_bulk_mode():
                 self.index.list_grandchildren(ROLE_LEVEL[node.role], node.ident, found[0])
-            return self._listed(node, found, stamp, walking)
+            return self._listed(node, found, stamp, walking, item_view)
 
-    def _listed(self, node: Node, found: views.Sources, stamp: int | None, walking: bool) -> dict[str, Node]:
-        """The listing of `node` from `found`, its names kept from the last one where it has not changed."""
+    def _listed(self, node: Node, found: views.Sources, stamp: int | None, walking: bool,
+                item_view: str | None) -> dict[str, Node]:
+        """The listing of `node` from `found`, its names kept from the last one where it has not
+        changed; `item_view`: the view whose whole-level folder `node` is (early.py), if it is one."""
         with self._lock:
             listing = self._listings.get(node.key)
             if listing is None or not _same_sources(listing.found, found):
-                item_view = _item_view(node)
                 made = views.entries(node, found) if item_view is None else self._early.entries(item_view, found[0])
                 listing = self._listings[node.key] = _Listing(found, self._name(node, made))
             else:
