@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -23,6 +24,12 @@ ORTHANC_BINARY = os.environ.get("ORTHANC_BINARY", "/usr/sbin/Orthanc")
 # the test suite runs against Debian 12's 1.10 and Debian 13's 1.12 on one machine.
 ORTHANC_ROOT = os.environ.get("ORTHANC_ROOT") or None
 START_TIMEOUT = 60.0
+PORT_ATTEMPTS = 3
+PORT_TAKEN = "already in use"  # in Orthanc's error when its HTTP port cannot be bound
+
+
+class PortTakenError(StartupError):
+    """Orthanc could not bind its HTTP port."""
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -34,7 +41,48 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
+# Ports handed out by free_port in this process: each is handed out once, as its server may not
+# have bound it yet.
+_handed_out: set[int] = set()
+EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
+LOWEST_PORT = 20000
+
+
 def free_port() -> int:
+    """A loopback port nothing is bound to, from below the kernel's ephemeral range.
+
+    A port from bind(0) is one the kernel also gives to outgoing connections: between handing it
+    out and the server binding it, any connect() on the machine can take it, and the server then
+    fails to start (CI saw Orthanc stop with "port ... already in use").  connect() never takes a
+    port below the range."""
+    low, _high = _ephemeral_range()
+    candidates = list(range(LOWEST_PORT, low))
+    random.shuffle(candidates)
+    for port in candidates:
+        if port not in _handed_out and _bindable(port):
+            _handed_out.add(port)
+            return port
+    return _kernel_port()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = (int(part) for part in Path(EPHEMERAL_RANGE).read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _kernel_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -51,8 +99,10 @@ class OrthancServer:
         self.ca_file = ca_file  # with "SslEnabled" in `config`: what our own client trusts
         self.users = users or {}
         self.port = free_port()
+        self._picked_port: int | None = self.port  # ours to change, until Orthanc has listened on it
         self.extra_config = config or {}
         self.process: subprocess.Popen | None = None
+        self.log_start = 0  # where this start's lines begin in the log (a restart appends)
 
     @property
     def url(self) -> str:
@@ -83,11 +133,26 @@ class OrthancServer:
         if self.root is None and not os.path.exists(ORTHANC_BINARY):
             raise StartupError(f"Orthanc is not installed ({ORTHANC_BINARY} is missing; apt-get install orthanc)")
         self.workdir.mkdir(parents=True, exist_ok=True)
+        for attempt in range(PORT_ATTEMPTS):
+            try:
+                self._launch()
+                break
+            except PortTakenError:
+                # Someone bound the port between free_port and Orthanc: a port we picked is
+                # changed, one the caller set (a restart, a fixed URL) is not.
+                if self.port != self._picked_port or attempt == PORT_ATTEMPTS - 1:
+                    raise
+                log.info("port %d was taken before Orthanc bound it; trying another", self.port)
+                self.port = self._picked_port = free_port()
+        self._picked_port = None
+
+    def _launch(self) -> None:
         config_path = self.workdir / "orthanc.json"
         config_path.write_text(json.dumps(self.config(), indent=2))
         command = [ORTHANC_BINARY, str(config_path)] if self.root is None else \
             ["chroot", self.root, "/usr/sbin/Orthanc", self.inner(config_path)]
         with open(self.log_path, "ab") as log_file:
+            self.log_start = log_file.tell()
             self.process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, cwd=self.workdir)
         self._wait_ready()
@@ -97,7 +162,9 @@ class OrthancServer:
         deadline = time.monotonic() + START_TIMEOUT
         while not self._listening():
             if self.process.poll() is not None:
-                raise StartupError(f"Orthanc exited at start-up: {self._log_tail()}")
+                self.process = None
+                why = self._log_tail()
+                raise (PortTakenError if PORT_TAKEN in why else StartupError)(f"Orthanc exited at start-up: {why}")
             if time.monotonic() > deadline:
                 self.stop()
                 raise StartupError(f"Orthanc did not listen within {START_TIMEOUT:.0f}s: {self._log_tail()}")
@@ -109,8 +176,15 @@ class OrthancServer:
         return port_open(self.port)
 
     def _log_tail(self) -> str:
-        lines = self.log_path.read_text(errors="replace").splitlines() if self.log_path.exists() else []
-        return lines[-1] if lines else "(no log)"
+        """The first error this start logged (Orthanc's last line only says it stopped), else its last line."""
+        try:
+            with open(self.log_path, "rb") as log_file:
+                log_file.seek(self.log_start)
+                lines = log_file.read().decode(errors="replace").splitlines()
+        except OSError:
+            lines = []
+        errors = [line for line in lines if line.startswith("E")]
+        return (errors or lines or ["(no log)"])[0 if errors else -1]
 
     def stop(self) -> None:
         if self.process is None:
