@@ -142,13 +142,19 @@ class MetadataCache:
         their way; how many were forgotten."""
         with self._lock:
             self._generation += 1
-            self._changes += 1
             self._partial.append((self._generation, stale))
             if self._store is None:
+                self._changes += 1
                 return 0
             keys = [key for key in list(self._store.keys()) if stale(key)]
             for key in keys:
                 self._store.pop(key, None)
+            # What was computed from the answers kept holds if none of them went, and no answer
+            # on its way (not kept now, but already in somebody's hands) was named: Orthanc's
+            # Stable* events after a study arrives name nothing cached, and changing the stamp for
+            # them threw away every PROPFIND answer kept (fast_path.py) a minute after each arrival.
+            if keys or any(stale(key) for key in self._inflight):
+                self._changes += 1
             return len(keys)
 
     def invalidate(self, key: Hashable | None = None) -> None:

@@ -151,6 +151,24 @@ def test_the_cache_stamp_changes_with_every_store_invalidation_and_expiry() -> N
     assert MetadataCache(0).stamp() is None  # nothing kept: nothing holds
 
 
+def test_the_stamp_stays_through_invalidations_of_nothing_kept_or_on_its_way() -> None:
+    cache = MetadataCache(60.0)
+    cache.get("a", lambda: 1)
+    kept = cache.stamp()
+    assert cache.invalidate_where(lambda key: key == "elsewhere") == 0
+    assert cache.stamp() == kept  # nothing computed from the cache is stale
+
+    def named_while_on_its_way() -> int:
+        cache.invalidate_where(lambda key: key == "b")  # its caller computes from this answer
+        return 2
+
+    assert cache.get("b", named_while_on_its_way) == 2 and cache.peek("b") is None
+    assert cache.stamp() != kept
+    on_its_way = cache.stamp()
+    assert cache.invalidate_where(lambda key: key == "a") == 1
+    assert cache.stamp() != on_its_way
+
+
 def test_answers_on_their_way_are_kept_unless_an_invalidation_meanwhile_named_them() -> None:
     cache = MetadataCache(60.0)
 
