@@ -62,11 +62,17 @@ class _Record:
         env = self.environ
         request = f"{env.get('REQUEST_METHOD', '-')} {env.get('REQUEST_URI') or env.get('PATH_INFO', '')} " \
                   f"{env.get('SERVER_PROTOCOL', '-')}"
-        self.logger.info('%s - %s [%s] "%s" %s %s "%s" "%s" %.3f', env.get("REMOTE_ADDR", "-"),
-                         escaped(env.get("wsgidav.auth.user_name") or "-", "utf-8"),
-                         time.strftime("%d/%b/%Y:%H:%M:%S %z"), escaped(request), self.status, self.sent or "-",
-                         escaped(env.get("HTTP_REFERER", "-")), escaped(env.get("HTTP_USER_AGENT", "-")),
-                         time.monotonic() - self.started)
+        write_line(self.logger, env.get("REMOTE_ADDR", "-"), env.get("wsgidav.auth.user_name") or "-", request,
+                   self.status, self.sent, env.get("HTTP_REFERER", "-"), env.get("HTTP_USER_AGENT", "-"),
+                   time.monotonic() - self.started)
+
+
+def write_line(logger: logging.Logger, address: str, user: str, request: str, status: str, sent: int,
+               referer: str, agent: str, seconds: float) -> None:
+    """One request's line (`user` as UTF-8 text, the rest as the bytes sent, latin-1), escaped."""
+    logger.info('%s - %s [%s] "%s" %s %s "%s" "%s" %.3f', address, escaped(user, "utf-8"),
+                time.strftime("%d/%b/%Y:%H:%M:%S %z"), escaped(request), status, sent or "-", escaped(referer),
+                escaped(agent), seconds)
 
 
 class _Logged:

@@ -42,6 +42,8 @@ from cheroot.connections import ConnectionManager, prevent_socket_inheritance
 from cheroot.makefile import StreamReader, StreamWriter
 from cheroot.server import HTTPConnection, HTTPRequest
 
+from .repeats import Repeats
+
 log = logging.getLogger(__name__)
 
 HEAD_LIMIT = 64 * 1024  # bytes of request line and headers
@@ -132,6 +134,10 @@ class AheadReader(StreamReader):
 
     def has_data(self) -> bool:
         return super().has_data() or bool(self.raw.ahead)
+
+    def buffered(self) -> bool:
+        """Whether the reader's own buffer holds bytes (what was read ahead is not there)."""
+        return StreamReader.has_data(self)
 
     def readline(self, size: int | None = -1) -> bytes:
         """A line of the head, cut straight from what was read ahead (cheroot reads the head line by
@@ -303,8 +309,11 @@ class GuardedConnection(HTTPConnection):
         return True
 
     def communicate(self) -> bool:
-        self.rfile.raw.begin_request()
+        self.rfile.raw.begin_request()  # (also: the next head is looked for from the start of what is here)
         try:
+            repeated = self.server.repeats.answer(self) if self.server.repeats is not None else None
+            if repeated is not None:
+                return repeated  # a PROPFIND answered a moment ago, answered again from its bytes (repeats.py)
             return super().communicate()
         finally:
             self.rfile.raw.end_request()
@@ -370,6 +379,7 @@ class GuardedServer(wsgi.Server):
         self._open: Counter[str] = Counter()
         self._open_lock = threading.Lock()
         self._refused, self._refusals_logged = 0, 0.0
+        self.repeats: Repeats | None = None  # set by who serves the views (server.py)
 
     def prepare(self) -> None:
         super().prepare()

@@ -35,10 +35,12 @@ from typing import Any
 from wsgidav import util
 
 from ..tree.views import ALL_VIEWS
+from .access_log import ACCESS_LOGGER
 from .auth import basic_credentials
 from .bodies import DEFAULT_LIMIT
 from .logins import Logins
 from .propfind import FAST_PATH_FAILED, Answer, body_length, for_views, send_multistatus, views_answer
+from .repeats import Repeats
 from .users import REALM
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,8 @@ class ViewsFastPath:
         self.logins = logins
         self.provider = dav.provider_map["/"]
         self.answers = KeptAnswers(ANSWERS_KEPT_BYTES)
+        # The same requests again, answered from their bytes before cheroot parses them.
+        self.repeats = Repeats(self.answers, logins, self.provider.tree.stamp, logging.getLogger(ACCESS_LOGGER))
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         user = self._user(environ) if _browsing(environ) else None
@@ -80,6 +84,9 @@ class ViewsFastPath:
             chunks = answer.chunks
             if answer.lasting:
                 self.answers.keep(key, stamp, chunks)
+                self.repeats.remember(environ, body, key)
+        else:
+            self.repeats.remember(environ, body, key)
         if user:
             environ.update(zip(AUTHENTICATED, (REALM, user), strict=True))
         return send_multistatus(start_response, chunks)

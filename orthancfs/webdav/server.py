@@ -37,6 +37,7 @@ from .logins import Logins
 from .paths import checked_paths
 from .policy import RoleGate
 from .propfind import ViewsPropfind
+from .repeats import Repeats
 from .uploads import UploadsProvider
 from .users import User, load_users
 from .views import ViewsProvider
@@ -118,10 +119,17 @@ class PrefixedDAVApp(WsgiDAVApp):
 
 def webdav_app(tree: Tree, users: dict[str, User], windows_names: bool, debug: bool, prefix: str = "") -> Any:
     """The whole WSGI application, access log outermost; the tree at `prefix` ("" for the root)."""
+    return webdav_parts(tree, users, windows_names, debug, prefix)[0]
+
+
+def webdav_parts(tree: Tree, users: dict[str, User], windows_names: bool, debug: bool,
+                 prefix: str = "") -> tuple[Any, Repeats]:
+    """The WSGI application, and the lane that answers its repeated PROPFINDs from their bytes."""
     logins = Logins(users)
     dav = PrefixedDAVApp(wsgidav_config(tree, users, logins, windows_names, debug, prefix))
     locks.install(dav, locks.BoundedLockManager(lambda name: role_of_user(users, name) == "delete"))
-    return AccessLog(under_prefix(checked_paths(ViewsFastPath(dav, logins)), prefix))
+    fast = ViewsFastPath(dav, logins)
+    return AccessLog(under_prefix(checked_paths(fast), prefix)), fast.repeats
 
 
 NOT_HERE = b"Not Found: the tree is served below "
@@ -185,8 +193,9 @@ def webdav_options(listen: str, users_file: str | None, cert: str | None, key: s
 def serve_webdav(tree: Tree, options: WebDAVOptions, announce: Callable[[str], None]) -> None:
     """Serve `tree` until SIGTERM or SIGINT; `announce` tells systemd how things stand."""
     host, port = options.host, options.port
-    app = webdav_app(tree, options.users, options.windows_names, options.debug, options.prefix)
+    app, repeats = webdav_parts(tree, options.users, options.windows_names, options.debug, options.prefix)
     server = GuardedServer((host, port), app)
+    server.repeats = repeats
     if options.cert:
         server.ssl_adapter = BuiltinSSLAdapter(options.cert, options.key)
     scheme = "https" if options.cert else "http"
