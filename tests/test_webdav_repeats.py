@@ -157,15 +157,42 @@ def test_other_credentials_are_judged_by_the_whole_stack(served: Served) -> None
 
 
 @pytest.mark.parametrize("extra", ["Depth: 1\r\n",  # a header twice
-                                   "X-Folded: a\r\n b\r\n",  # a folded line
-                                   "If: (<urn:x>)\r\n", "Expect: 100-continue\r\n"])
+                                   "User-Agent: a\r\n b\r\n",  # a folded line
+                                   "If: (<urn:x>)\r\n", "Expect: 100-continue\r\n",
+                                   "Destination: /uploads/a%00b\r\n",  # 400 from the path checks
+                                   "Content_Length: 99999\r\n",  # CONTENT_LENGTH to cheroot: 413
+                                   "User-Agent: a\nb\r\n",  # a bare line feed: 400
+                                   "X-Anything: 1\r\n"])
 def test_heads_that_are_not_plain_go_the_whole_way(served: Served, extra: str) -> None:
     with connect(served) as client:
         first = settled(served, client, request("/by-patients/"))
         before = served.repeats.answered
-        odd = ask(client, request("/by-patients/", extra=extra))
-        assert served.repeats.answered == before and odd[0] != 0
+        with connect(served) as other:
+            other.sendall(request("/by-patients/", extra=extra))
+            odd = other.recv(1 << 16)  # whatever the whole stack says (or its closing the connection)
+        assert served.repeats.answered == before, odd[:200]
         assert ask(client, request("/by-patients/")) == first and served.repeats.answered == before + 1
+
+
+def test_what_cheroot_refuses_stays_refused(served: Served) -> None:
+    with connect(served) as client:
+        first = settled(served, client, request("/by-patients/"))
+        before = served.repeats.answered
+        assert ask(client, b"\r\n\r\n" + request("/by-patients/"))[0] == 400  # one blank line only
+    for odd in (request("/by-patients/").replace(b"Content-Length: 0", b"Content-Length: " + b"9" * 5000),
+                request("/by-patients/", extra="X-Long: " + "x" * (64 << 10) + "\r\n")):
+        with connect(served) as client:
+            assert ask(client, odd)[0] in (400, 413)
+    with connect(served) as client:
+        assert ask(client, b"\r\n" + request("/by-patients/")) == first
+    assert served.repeats.answered == before + 1
+
+
+def test_targets_with_a_query_are_not_remembered(served: Served) -> None:
+    with connect(served) as client:
+        for _ in range(3):
+            assert ask(client, request("/by-patients/?x=1"))[0] == 207
+        assert served.repeats.answered == 0
 
 
 def test_a_connection_to_close_is_answered_and_closed(served: Served) -> None:
@@ -199,14 +226,17 @@ def test_a_changed_tree_is_never_answered_from_before(served: Served) -> None:
     b"PROPFIND  / HTTP/1.1\r\n\r\n",  # two spaces
     b"PROPFIND / HTTP/1.1\r\nDepth : 1\r\n\r\n",  # a space before the colon
     b"PROPFIND / HTTP/1.1\r\nDepth: 1\r\ndepth: 0\r\n\r\n",
+    b"PROPFIND / HTTP/1.1\r\nContent_Length: 1\r\n\r\n",  # cheroot reads `_` as `-`
+    b"PROPFIND / HTTP/1.1\r\nDepth: 1\x00\r\n\r\n",
 ])
 def test_heads_the_lane_leaves_to_cheroot(head: bytes) -> None:
-    assert parse_head(bytearray(head), 0) is None
+    assert parse_head(bytearray(head), 0, 1 << 16) is None
 
 
 def test_a_plain_head_is_read_as_sent() -> None:
     head = b"PROPFIND /a%20b/?x HTTP/1.1\r\nDepth:  1 \r\nUser-Agent: gvfs\r\n\r\n"
-    parsed = parse_head(bytearray(b"\r\n" + head + b"BODY"), 2)
+    parsed = parse_head(bytearray(b"\r\n" + head + b"BODY"), 2, len(head))
     assert parsed is not None
     assert (parsed.method, parsed.target, parsed.version) == (b"PROPFIND", b"/a%20b/?x", b"HTTP/1.1")
     assert parsed.headers == {b"depth": b"1", b"user-agent": b"gvfs"} and parsed.length == len(head)
+    assert parse_head(bytearray(b"\r\n" + head), 2, len(head) - 1) is None  # longer than cheroot takes

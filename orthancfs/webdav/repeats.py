@@ -9,8 +9,13 @@ buffer, and answers it itself when it is one it has seen the fast path answer:
 
 - the same request target (bytes as sent), Depth and body as a request the fast path answered
   with an answer it keeps, and that answer is still kept for the tree's current stamp;
-- a plain head: PROPFIND, HTTP/1.1, CRLF line ends, every header once and unfolded, no `If`,
-  `Expect`, `Transfer-Encoding` or `Connection: close`, and the whole body already here;
+- a plain head: PROPFIND, HTTP/1.1, CRLF line ends and no other control bytes, at most one blank
+  line before it, within cheroot's size limit, every header once, unfolded, and one of those that
+  nothing between cheroot and the fast path reads differently (ALLOWED: no `If`, `Expect`,
+  `Transfer-Encoding`, `Destination`, nor names cheroot would read as another's, `Content_Length`),
+  `Connection` absent or keep-alive, a Content-Length of at most seven digits, the body all here;
+- a target that is a path (no query: each distinct one would be remembered), of at most
+  MAX_TARGET bytes;
 - no users file (anonymous access, which server.py allows only where it is safe), or Basic
   credentials Logins verified a moment ago, exactly as the fast path asks.
 
@@ -39,10 +44,15 @@ from .logins import Logins
 log = logging.getLogger(__name__)
 
 REMEMBERED = 65536  # requests: a folder's key is small, and a walk of 100,000 patients asks for one folder
-# Headers that send a request the whole way: conditions, bodies still to come, a connection to close.
-REFUSED_HEADERS = (b"if", b"expect", b"transfer-encoding")
+MAX_TARGET = 2048  # bytes: what 65,536 remembered targets may hold is bounded (a path of by-patients/ is ~300)
+# What browsing clients send (gvfs, Finder, the Windows redirector, rclone, curl) that neither cheroot,
+# the middlewares nor the fast path read, or that the lane checks as they do (Depth, Authorization,
+# Content-Length, Connection).  Any other header sends the request the whole way.
+ALLOWED = frozenset((b"host", b"depth", b"authorization", b"content-length", b"content-type", b"user-agent",
+                     b"referer", b"accept", b"accept-encoding", b"accept-language", b"connection",
+                     b"cache-control", b"pragma", b"translate"))
 HEAD_END = b"\r\n\r\n"
-TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a header name (RFC 9110)
+CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # in a head line (CRLF ends lines; tab is allowed)
 
 
 class Head(NamedTuple):
@@ -53,24 +63,23 @@ class Head(NamedTuple):
     length: int  # of the head, its blank line included
 
 
-def parse_head(buffer: bytearray, start: int) -> Head | None:
-    """The request head at `start` in `buffer`; None if it is not all here or not plain."""
-    end = buffer.find(HEAD_END, start)
+def parse_head(buffer: bytearray, start: int, limit: int) -> Head | None:
+    """The request head at `start` in `buffer`, of at most `limit` bytes; None if it is not all
+    here or not plain."""
+    end = buffer.find(HEAD_END, start, start + limit)
     if end < 0:
         return None
     lines = bytes(buffer[start:end]).split(b"\r\n")
     parts = lines[0].split(b" ")
-    if len(parts) != 3:
-        return None
+    if len(parts) != 3 or any(CONTROL.search(line) for line in lines):
+        return None  # a bare CR or LF, a NUL: cheroot refuses them, or reads them its own way
     headers: dict[bytes, bytes] = {}
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
-        if not colon or not TOKEN.fullmatch(name):
-            return None  # folded, nameless or oddly named: cheroot judges it
         name = name.lower()
-        if name in headers:
-            return None  # a repeated header: cheroot joins some, refuses others
-        headers[name] = value.strip(b" \t")
+        if not colon or name not in ALLOWED or name in headers:
+            return None  # folded, repeated (cheroot joins some) or another header: the whole way
+        headers[name] = value.strip()
     return Head(parts[0], parts[1], parts[2], headers, end + len(HEAD_END) - start)
 
 
@@ -103,7 +112,7 @@ class Repeats:
     def remember(self, environ: dict, body: bytes, key: Hashable) -> None:
         """The fast path answered this request with the answer it keeps under `key`."""
         target = environ.get("REQUEST_URI", "").encode("latin-1")
-        if not target.startswith(b"/"):
+        if not target.startswith(b"/") or b"?" in target or len(target) > MAX_TARGET:
             return
         known = request_key(target, environ["HTTP_DEPTH"].encode("latin-1"), body)
         with self._lock:
@@ -119,38 +128,39 @@ class Repeats:
         ahead = conn.rfile.raw.ahead
         if not ahead or conn.rfile.buffered():
             return None
-        start = len(ahead) - len(ahead.lstrip(b"\r\n"))  # blank lines before a request are allowed
-        head = parse_head(ahead, start)
-        found = self._chunks(head, ahead, start) if head else None
+        try:
+            start = 2 if ahead.startswith(b"\r\n") else 0  # cheroot skips one blank line, no more
+            head = parse_head(ahead, start, conn.server.max_request_header_size)
+            found = self._chunks(head, ahead, start) if head else None
+        except Exception:  # noqa: BLE001 - whatever it is, cheroot and the whole stack judge it
+            log.debug("left to the whole stack", exc_info=True)
+            return None
         if found is None:
             return None
         user, chunks, used = found
         del ahead[:used]
         body = b"".join(chunks)
-        status = "-"
-        self.answered += 1  # before the answer leaves: whoever reads it may count next
         try:
             # The head cheroot writes for the fast path's answer, in its order.
             conn.wfile.write(b"HTTP/1.1 207 Multi-Status\r\nContent-Type: application/xml; charset=utf-8\r\n"
                              b"Date: %s\r\nContent-Length: %d\r\nServer: %s\r\n\r\n%s"
                              % (self._date(), len(body), conn.server.server_name.encode(), body))
             conn.wfile.flush()
-            status = "207"
         except OSError as exc:
             log.debug("connection from %s dropped: %s", conn.remote_addr, exc)
             return False
         finally:
-            self._log(conn, head, user, status, len(body), started)
+            self._log(conn, head, user, "207", len(body), started)  # as the whole stack logs it, sent or not
         return True
 
     def _chunks(self, head: Head, ahead: bytearray, start: int) -> tuple[str, list[bytes], int] | None:
         """(user, the kept answer, bytes the request takes in the buffer) if this is ours to answer."""
         headers = head.headers
-        if head.method != b"PROPFIND" or head.version != b"HTTP/1.1" or any(h in headers for h in REFUSED_HEADERS) \
+        if head.method != b"PROPFIND" or head.version != b"HTTP/1.1" \
                 or headers.get(b"connection", b"keep-alive").lower() != b"keep-alive":
             return None
         length = headers.get(b"content-length", b"0")
-        if not length.isdigit() or int(length) > DEFAULT_LIMIT:
+        if len(length) > 7 or not length.isdigit() or int(length) > DEFAULT_LIMIT:
             return None
         used = start + head.length + int(length)
         if len(ahead) < used:
@@ -159,10 +169,17 @@ class Repeats:
         if user is None:
             return None
         body = bytes(ahead[start + head.length:used])
+        known = request_key(head.target, headers.get(b"depth", b""), body)
         with self._lock:
-            key = self._keys.get(request_key(head.target, headers.get(b"depth", b""), body))
-        chunks = None if key is None else self.answers.get(key, self.stamp())
-        return None if chunks is None else (user, chunks, used)
+            key = self._keys.get(known)
+            if key is None:
+                return None
+            chunks = self.answers.get(key, self.stamp())
+            if chunks is None:
+                return None
+            self._keys.move_to_end(known)
+            self.answered += 1  # before the answer leaves: whoever reads it may count next
+        return user, chunks, used
 
     def _user(self, headers: dict[bytes, bytes]) -> str | None:
         """Who asks ("" for anonymous access) if their credentials are known good, as the fast path asks."""
