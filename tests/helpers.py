@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -124,3 +126,24 @@ class QuietHTTPServer(ThreadingHTTPServer):
         if isinstance(sys.exc_info()[1], ConnectionError):
             return
         super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
+def http_answers(client: socket.socket, count: int) -> list[tuple[int, bytes, bytes]]:
+    """`count` HTTP answers off a connection, each read to its Content-Length (interim 100s
+    skipped): (status, head without its Date line, body)."""
+    received, found = b"", []
+    while len(found) < count:
+        head, blank, rest = received.partition(b"\r\n\r\n")
+        if blank and head.startswith(b"HTTP/1.1 100 "):  # (to Expect: 100-continue)
+            received = rest
+            continue
+        length = re.search(rb"(?im)^content-length: *(\d+)", head) if blank else None
+        if length is None or len(rest) < int(length[1]):
+            chunk = client.recv(1 << 16)
+            assert chunk, (found, received[:300])
+            received += chunk
+            continue
+        found.append((int(head.split(b" ", 2)[1]), re.sub(rb"(?im)^date: [^\r]*\r\n", b"", head + b"\r\n"),
+                      rest[:int(length[1])]))
+        received = rest[int(length[1]):]
+    return found

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -27,13 +26,17 @@ from orthancfs.webdav.repeats import Repeats, parse_head
 from orthancfs.webdav.server import webdav_parts
 from orthancfs.webdav.users import load_users
 
+from . import test_webdav_security
 from . import uploads_data as data
-from .helpers import wait_for
+from .helpers import http_answers, wait_for
 from .trees import tree_of
 
 PASSWORD = "v-pass"
 NAMED = (b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><D:displayname/><D:getetag/></D:prop>'
          b"</D:propfind>")
+
+
+orthanc = test_webdav_security.orthanc  # the same fixture: an Orthanc with two instances, per module
 
 
 class Served(NamedTuple):
@@ -42,14 +45,6 @@ class Served(NamedTuple):
     orthanc: OrthancServer
     tree: Tree
     asked: list[int]  # how many requests each settled() sent
-
-
-@pytest.fixture(scope="module")
-def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
-    with OrthancServer(tmp_path_factory.mktemp("orthanc")) as server, server.client() as client:
-        for payload in data.instances(2, "REP"):
-            client.upload(payload)
-        yield server
 
 
 @pytest.fixture
@@ -79,29 +74,9 @@ def request(path: str, depth: str = "1", body: bytes = b"", password: str | None
             f"{extra}\r\n").encode() + body
 
 
-def answers(client: socket.socket, count: int) -> list[tuple[int, bytes, bytes]]:
-    """`count` answers off the connection: (status, head without its Date, body)."""
-    received, found = b"", []
-    while len(found) < count:
-        head, blank, rest = received.partition(b"\r\n\r\n")
-        if blank and head.startswith(b"HTTP/1.1 100 "):  # (to Expect: 100-continue)
-            received = rest
-            continue
-        length = re.search(rb"(?im)^content-length: *(\d+)", head) if blank else None
-        if length is None or len(rest) < int(length[1]):
-            chunk = client.recv(1 << 16)
-            assert chunk, (found, received[:300])
-            received += chunk
-            continue
-        found.append((int(head.split(b" ", 2)[1]), re.sub(rb"(?im)^date: [^\r]*\r\n", b"", head + b"\r\n"),
-                      rest[:int(length[1])]))
-        received = rest[int(length[1]):]
-    return found
-
-
 def ask(client: socket.socket, sent: bytes) -> tuple[int, bytes, bytes]:
     client.sendall(sent)
-    return answers(client, 1)[0]
+    return http_answers(client, 1)[0]
 
 
 def settled(served: Served, client: socket.socket, sent: bytes) -> tuple[int, bytes, bytes]:
@@ -135,7 +110,7 @@ def test_a_repeated_propfind_gets_the_whole_stacks_answer_byte_for_byte(served: 
             assert [ask(client, request(path, depth, body)) for _ in range(3)] == [first] * 3
             assert served.repeats.answered == before + 3, path
             client.sendall(request(path, depth, body) * 3)  # pipelined: one send, three answers in order
-            assert answers(client, 3) == [first] * 3, path
+            assert http_answers(client, 3) == [first] * 3, path
     def lines() -> list[str]:
         return [r.getMessage() for r in caplog.records if r.name == ACCESS_LOGGER]
 
@@ -152,7 +127,7 @@ def test_other_credentials_are_judged_by_the_whole_stack(served: Served) -> None
         settled(served, client, request("/by-patients/"))
         before = served.repeats.answered
         client.sendall(request("/by-patients/", password="wrong") + request("/by-patients/", password=None))
-        assert [status for status, _, _ in answers(client, 2)] == [401, 401]
+        assert [status for status, _, _ in http_answers(client, 2)] == [401, 401]
         assert served.repeats.answered == before
 
 
@@ -207,14 +182,14 @@ def test_a_connection_to_close_is_answered_and_closed(served: Served) -> None:
 def test_a_changed_tree_is_never_answered_from_before(served: Served) -> None:
     with connect(served) as client:
         client.sendall(request("/by-patients/"))
-        [before] = answers(client, 1)
+        [before] = http_answers(client, 1)
         with served.orthanc.client() as orthanc:
             orthanc.upload(data.instances(1, "NEWCOMER")[0])
         served.tree.index.cache.invalidate()  # what the follower or the TTL does: the tree's stamp moves on
 
         def listed_newcomer() -> bool:
             client.sendall(request("/by-patients/"))
-            return b"NEWCOMER" in answers(client, 1)[0][2]
+            return b"NEWCOMER" in http_answers(client, 1)[0][2]
 
         wait_for(listed_newcomer, 10, "the new patient to be listed")
         assert b"NEWCOMER" not in before[2]

@@ -27,7 +27,7 @@ from orthancfs.demo.server import OrthancServer, free_port
 from orthancfs.webdav.connections import PER_ADDRESS
 
 from . import uploads_data as data
-from .helpers import wait_for
+from .helpers import http_answers, wait_for
 from .test_webdav import WebDAV, propfind
 
 PASSWORDS = {"viewer": "v-pass", "importer": "i-pass", "importer2": "j-pass", "admin": "a-pass"}
@@ -387,16 +387,5 @@ def test_kept_connections_answer_in_order_and_are_released(secured: WebDAV) -> N
 
 
 def _pipelined_statuses(client: socket.socket, count: int) -> list[int]:
-    """The statuses of `count` answers arriving on one connection, each read to its Content-Length."""
-    received, statuses = b"", []
-    while len(statuses) < count:
-        head, blank, rest = received.partition(b"\r\n\r\n")
-        length = re.search(rb"(?im)^content-length: *(\d+)", head) if blank else None
-        if length is None or len(rest) < int(length[1]):
-            chunk = client.recv(1 << 16)
-            assert chunk, (statuses, received[:300])
-            received += chunk
-            continue
-        statuses.append(int(head.split(b" ", 2)[1]))
-        received = rest[int(length[1]):]
-    return statuses
+    """The statuses of `count` answers arriving on one connection."""
+    return [status for status, _, _ in http_answers(client, count)]
