@@ -88,6 +88,17 @@ class GuardedAuthenticator(HTTPAuthenticator):
         return answer
 
 
+def known_user(logins: Logins, authorization: str) -> str | None:
+    """Who sends this Authorization header ("" for anonymous access, where there is no users file)
+    if their Basic credentials passed a moment ago; None: the whole stack must judge them."""
+    if not logins.users:
+        return ""
+    credentials = basic_credentials(authorization)
+    if credentials is None or not logins.verified(*credentials):
+        return None
+    return credentials[0]
+
+
 def basic_credentials(header: str) -> tuple[str, bytes] | None:
     """(name, password) from `Basic base64(name:password)`, or None if it is not that."""
     scheme, _, value = header.strip().partition(" ")

@@ -36,7 +36,7 @@ from wsgidav import util
 
 from ..tree.views import ALL_VIEWS
 from .access_log import ACCESS_LOGGER
-from .auth import basic_credentials
+from .auth import known_user
 from .bodies import DEFAULT_LIMIT
 from .logins import Logins
 from .propfind import FAST_PATH_FAILED, Answer, body_length, for_views, send_multistatus, views_answer
@@ -83,6 +83,7 @@ class ViewsFastPath:
                 return self.dav(environ, start_response)
             chunks = answer.chunks
             if answer.lasting:
+                chunks = [b"".join(chunks)]  # joined once: repeats.py sends a kept answer whole, again and again
                 self.answers.keep(key, stamp, chunks)
                 self.repeats.remember(environ, body, key)
         else:
@@ -93,12 +94,7 @@ class ViewsFastPath:
 
     def _user(self, environ: dict) -> str | None:
         """Who asks ("" for anonymous access), if their credentials are known good; else None."""
-        if not self.logins.users:
-            return ""
-        credentials = basic_credentials(environ.get("HTTP_AUTHORIZATION", ""))
-        if credentials is None or not self.logins.verified(*credentials):
-            return None
-        return credentials[0]
+        return known_user(self.logins, environ.get("HTTP_AUTHORIZATION", ""))
 
     def _answer(self, environ: dict) -> Answer | Exception | None:
         """The answer, with environ made as wsgidav makes it; None if this is not ours to answer;

@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 from wsgidav import util
 
 from .access_log import write_line
-from .auth import basic_credentials
+from .auth import known_user
 from .bodies import DEFAULT_LIMIT
 from .logins import Logins
 
@@ -139,12 +139,13 @@ class Repeats:
             return None
         user, chunks, used = found
         del ahead[:used]
-        body = b"".join(chunks)
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)  # the fast path keeps them joined
         try:
             # The head cheroot writes for the fast path's answer, in its order.
             conn.wfile.write(b"HTTP/1.1 207 Multi-Status\r\nContent-Type: application/xml; charset=utf-8\r\n"
-                             b"Date: %s\r\nContent-Length: %d\r\nServer: %s\r\n\r\n%s"
-                             % (self._date(), len(body), conn.server.server_name.encode(), body))
+                             b"Date: %s\r\nContent-Length: %d\r\nServer: %s\r\n\r\n"
+                             % (self._date(), len(body), conn.server.server_name.encode()))
+            conn.wfile.write(body)
             conn.wfile.flush()
         except OSError as exc:
             log.debug("connection from %s dropped: %s", conn.remote_addr, exc)
@@ -165,30 +166,21 @@ class Repeats:
         used = start + head.length + int(length)
         if len(ahead) < used:
             return None  # the body is still on its way: cheroot reads it
-        user = self._user(headers)
+        user = known_user(self.logins, headers.get(b"authorization", b"").decode("latin-1"))  # as the fast path asks
         if user is None:
             return None
         body = bytes(ahead[start + head.length:used])
         known = request_key(head.target, headers.get(b"depth", b""), body)
         with self._lock:
             key = self._keys.get(known)
-            if key is None:
-                return None
-            chunks = self.answers.get(key, self.stamp())
-            if chunks is None:
-                return None
-            self._keys.move_to_end(known)
+        chunks = None if key is None else self.answers.get(key, self.stamp())
+        if chunks is None:
+            return None
+        with self._lock:
+            if known in self._keys:  # (it may have gone meanwhile)
+                self._keys.move_to_end(known)
             self.answered += 1  # before the answer leaves: whoever reads it may count next
         return user, chunks, used
-
-    def _user(self, headers: dict[bytes, bytes]) -> str | None:
-        """Who asks ("" for anonymous access) if their credentials are known good, as the fast path asks."""
-        if not self.logins.users:
-            return ""
-        credentials = basic_credentials(headers.get(b"authorization", b"").decode("latin-1"))
-        if credentials is None or not self.logins.verified(*credentials):
-            return None
-        return credentials[0]
 
     def _log(self, conn: Any, head: Head, user: str, status: str, sent: int, started: float) -> None:
         request = b" ".join((head.method, head.target, head.version)).decode("latin-1")
